@@ -1,0 +1,68 @@
+"""Heddle: a durable, dynamic orchestrator for data, ML and AI work.
+
+Everything a user imports lives here; the modules behind it are private.
+"""
+
+from heddle import durable
+from heddle._errors import (
+    BlobCorruptError,
+    ConfigError,
+    HeddleError,
+    InputError,
+    NonRecoverableError,
+    OOMError,
+    RecoveryError,
+    RunAbortedError,
+    RunFailedError,
+    RunNotFoundError,
+    StorageError,
+    StoreError,
+    TaskError,
+    TimeoutError,
+    TypeMismatchError,
+)
+from heddle._runtime.spec import Cache, Resources, RetryStrategy, Timeout
+from heddle._sdk.config import init
+from heddle._sdk.environment import TaskEnvironment
+from heddle._sdk.fanout import map
+from heddle._sdk.group import group
+from heddle._sdk.run import Run, abort, get_run, recover, run
+from heddle._sdk.task import Task
+from heddle._sdk.trace import trace
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BlobCorruptError",
+    "Cache",
+    "ConfigError",
+    "HeddleError",
+    "InputError",
+    "NonRecoverableError",
+    "OOMError",
+    "RecoveryError",
+    "Resources",
+    "RetryStrategy",
+    "Run",
+    "RunAbortedError",
+    "RunFailedError",
+    "RunNotFoundError",
+    "StorageError",
+    "StoreError",
+    "Task",
+    "TaskEnvironment",
+    "TaskError",
+    "Timeout",
+    "TimeoutError",
+    "TypeMismatchError",
+    "__version__",
+    "abort",
+    "durable",
+    "get_run",
+    "group",
+    "init",
+    "map",
+    "recover",
+    "run",
+    "trace",
+]

@@ -1,0 +1,147 @@
+"""Heddle's error hierarchy, rooted at HeddleError.
+
+Every layer raises these, so this module sits below all of them and imports nothing
+from the package. Each error carries what a user needs to act on it.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+
+class HeddleError(Exception):
+    """Base of every error that Heddle itself raises."""
+
+
+class ConfigError(HeddleError):
+    """The store, storage or runtime configuration is unusable."""
+
+
+class StoreError(HeddleError):
+    """The store could not be opened or read (missing, corrupt, wrong schema)."""
+
+
+class StorageError(HeddleError):
+    """The object store could not be reached or returned bad data."""
+
+
+class BlobCorruptError(StorageError):
+    """A blob's bytes do not match the content hash it is stored under."""
+
+    def __init__(self, key: str, actual: str) -> None:
+        super().__init__(f"blob {key!r} is corrupt: its content hashes to {actual!r}")
+        self.key = key
+        self.actual = actual
+
+
+class TypeMismatchError(HeddleError, TypeError):
+    """A value does not match the type it was declared with.
+
+    `path` says where inside a nested value the mismatch is, e.g. ``[2].name``.
+    """
+
+    def __init__(self, expected: str, given: str, path: str = "") -> None:
+        where = f" at {path}" if path else ""
+        super().__init__(f"expected {expected}, got {given}{where}")
+        self.expected = expected
+        self.given = given
+        self.path = path
+
+
+class InputError(HeddleError, TypeError):
+    """A task was called with inputs that do not match its signature.
+
+    Raised before anything is recorded.
+    """
+
+    def __init__(self, task: str, message: str, parameter: str | None = None) -> None:
+        prefix = f"task {task!r}"
+        if parameter is not None:
+            prefix += f", parameter {parameter!r}"
+        super().__init__(f"{prefix}: {message}")
+        self.task = task
+        self.parameter = parameter
+
+
+class TaskError(HeddleError):
+    """A task failed with an exception that could not be rebuilt in the caller.
+
+    Carries the remote exception's type name, message and formatted traceback.
+    """
+
+    def __init__(
+        self,
+        task: str,
+        type_name: str,
+        message: str,
+        traceback: str = "",
+        action_id: str | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        super().__init__(f"task {task!r} failed with {type_name}: {message}")
+        self.task = task
+        self.type_name = type_name
+        self.message = message
+        self.traceback = traceback
+        self.action_id = action_id
+        self.run_id = run_id
+
+
+class NonRecoverableError(HeddleError):
+    """Raise inside a task to fail it at once, skipping any remaining retries."""
+
+
+class TimeoutError(HeddleError, builtins.TimeoutError):
+    """A task ran (or waited in the queue) past its timeout."""
+
+    def __init__(self, task: str, seconds: float, phase: str = "run") -> None:
+        what = "ran" if phase == "run" else "was queued"
+        super().__init__(f"task {task!r} {what} longer than its timeout of {seconds:g}s")
+        self.task = task
+        self.seconds = seconds
+        self.phase = phase
+
+
+class OOMError(HeddleError):
+    """A task was killed for using more memory than it was allowed."""
+
+    def __init__(self, task: str, limit_bytes: int | None, peak_bytes: int | None) -> None:
+        parts = [f"task {task!r} ran out of memory"]
+        if limit_bytes is not None:
+            parts.append(f"limit {limit_bytes / 2**20:.0f} MiB")
+        if peak_bytes is not None:
+            parts.append(f"peak {peak_bytes / 2**20:.0f} MiB")
+        super().__init__(", ".join(parts))
+        self.task = task
+        self.limit_bytes = limit_bytes
+        self.peak_bytes = peak_bytes
+
+
+class RunNotFoundError(HeddleError, LookupError):
+    """No run with this id (or unique id prefix) is in the store."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"no run {run_id!r} in the store")
+        self.run_id = run_id
+
+
+class RunFailedError(HeddleError):
+    """Raised by ``Run.outputs()`` when the run did not succeed and no rebuilt error exists."""
+
+    def __init__(self, run_id: str, status: str, message: str = "") -> None:
+        tail = f": {message}" if message else ""
+        super().__init__(f"run {run_id!r} {status}{tail}")
+        self.run_id = run_id
+        self.status = status
+
+
+class RunAbortedError(HeddleError):
+    """The run was aborted (``heddle abort``) while this call waited."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id!r} was aborted")
+        self.run_id = run_id
+
+
+class RecoveryError(HeddleError):
+    """A run cannot be recovered (it is still alive, finished, or its code is gone)."""

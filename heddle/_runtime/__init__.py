@@ -1,0 +1,1 @@
+"""The runtime: action ids, the journal, replay, and the controller of a running run."""

@@ -1,0 +1,172 @@
+"""The driver of one run: runs its root action and keeps the run's record.
+
+It holds the run's lease (a heartbeat in the store), watches for an abort
+request, and writes the run's final status, output or error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from heddle._errors import RunAbortedError
+from heddle._runtime import failures
+from heddle._runtime.controller import Controller, Executor
+from heddle._runtime.literals import LiteralStore
+from heddle._runtime.spec import TaskSpec
+from heddle._store import ABORTED, FAILED, SUCCEEDED, ActionRecord, AttemptRecord, Store
+
+HEARTBEAT_SECONDS = 2.0
+LEASE_SECONDS = 30.0
+
+
+def new_owner() -> str:
+    """An owner token for this driver: host, pid and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def owner_alive(owner: str | None, heartbeat_at: float | None, now: float | None = None) -> bool:
+    """Whether the driver that owns a run may still be running it.
+
+    On this host a dead pid settles it at once; elsewhere the lease must expire.
+    """
+    if owner is None:
+        return False
+    now = time.time() if now is None else now
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host == socket.gethostname() and pid_text.isdigit():
+        pid = int(pid_text)
+        if pid == os.getpid():
+            return True
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+    return heartbeat_at is not None and now - heartbeat_at < LEASE_SECONDS
+
+
+@dataclass
+class RunOutcome:
+    status: str
+    value: Any = None
+    error: BaseException | None = None
+
+
+class Driver:
+    """Drives one run in the current event loop."""
+
+    def __init__(
+        self,
+        store: Store,
+        literals: LiteralStore,
+        executor: Executor,
+        run_id: str,
+        owner: str,
+        spec: TaskSpec,
+        encoded_inputs: bytes,
+        prior_actions: dict[str, ActionRecord] | None = None,
+        prior_attempts: list[AttemptRecord] | None = None,
+    ) -> None:
+        self.store = store
+        self.literals = literals
+        self.executor = executor
+        self.run_id = run_id
+        self.owner = owner
+        self.spec = spec
+        self.encoded_inputs = encoded_inputs
+        self.prior_actions = prior_actions
+        self.prior_attempts = prior_attempts
+        self.controller: Controller | None = None
+
+    async def drive(self) -> RunOutcome:
+        loop = asyncio.get_running_loop()
+        controller = Controller(
+            self.store,
+            self.literals,
+            self.run_id,
+            self.executor,
+            loop,
+            self.prior_actions,
+            self.prior_attempts,
+        )
+        self.controller = controller
+        call = controller.prepare_root(self.spec, self.encoded_inputs)
+        root = asyncio.ensure_future(controller.run(call))
+        watcher = asyncio.ensure_future(self._watch(root))
+        outcome: RunOutcome
+        try:
+            value = await root
+            outcome = RunOutcome(SUCCEEDED, value=value)
+        except asyncio.CancelledError:
+            outcome = RunOutcome(ABORTED, error=RunAbortedError(self.run_id))
+            if not controller.aborting:
+                # Cancelled from outside (Ctrl-C): record it, then let the cancel go on.
+                self._finish(controller, outcome)
+                raise
+        except Exception as exc:
+            outcome = RunOutcome(FAILED, error=exc)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        self._finish(controller, outcome)
+        return outcome
+
+    def _finish(self, controller: Controller, outcome: RunOutcome) -> None:
+        if controller.journal.failed is None:
+            controller.journal.flush_now()
+        values: dict[str, Any] = {
+            "status": outcome.status,
+            "finished_at": time.time(),
+            "heartbeat_at": None,
+        }
+        if outcome.status == SUCCEEDED:
+            values["output"] = self.literals.to_literal(self.spec.encode_output(outcome.value))
+            values["error"] = None
+        elif outcome.error is not None:
+            kind = failures.ABORTED if outcome.status == ABORTED else None
+            values["error"] = failures.failure_of(outcome.error, kind).to_json()
+        self.store.update_run(self.run_id, **values)
+        controller.journal.close()
+        # Fold the run's write-ahead log into the database without making the
+        # caller wait for it; an interrupted checkpoint is harmless.
+        threading.Thread(
+            target=self._checkpoint_quietly, name="heddle-checkpoint", daemon=True
+        ).start()
+
+    def _checkpoint_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            self.store.checkpoint()
+
+    async def _watch(self, root: asyncio.Future[Any]) -> None:
+        """Heartbeat the lease and turn an abort request into cancellation."""
+        assert self.controller is not None
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            try:
+                record = await asyncio.to_thread(self.store.get_run, self.run_id)
+                if record.abort_requested and not self.controller.aborting:
+                    self.controller.aborting = True
+                    root.cancel()
+                    return
+                await asyncio.to_thread(
+                    self.store.update_run, self.run_id, heartbeat_at=time.time()
+                )
+                # The journal's connection never checkpoints (that would put fsyncs on
+                # the commit path); do it here, off the loop's thread.
+                await asyncio.to_thread(self.store.checkpoint)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A missed heartbeat is not fatal; the lease is long enough for a retry.
+                continue

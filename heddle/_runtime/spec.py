@@ -1,0 +1,219 @@
+"""What the runtime needs to know about a task: its spec and its policies.
+
+Resources, retries, timeouts and caching are plain frozen dataclasses, validated
+when they are made so that a bad value fails at decoration time, not mid-run.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+from heddle._errors import ConfigError
+
+_MEMORY_UNITS = {
+    "": 1,
+    "k": 10**3,
+    "m": 10**6,
+    "g": 10**9,
+    "t": 10**12,
+    "ki": 2**10,
+    "mi": 2**20,
+    "gi": 2**30,
+    "ti": 2**40,
+}
+
+
+def parse_memory(value: int | str) -> int:
+    """Bytes from an int or a Kubernetes-style quantity such as '512Mi' or '4G'."""
+    if isinstance(value, bool):
+        raise ConfigError(f"memory must be bytes or a quantity like '4Gi', got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ConfigError(f"memory must not be negative, got {value}")
+        return value
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]i?)?[bB]?\s*", str(value))
+    if not m:
+        raise ConfigError(f"memory {value!r} is not a quantity like '512Mi', '4Gi' or '2G'")
+    unit = (m.group(2) or "").lower()
+    return int(float(m.group(1)) * _MEMORY_UNITS[unit])
+
+
+def seconds_of(value: float | int | timedelta | None, what: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(
+            f"{what} must be a positive number of seconds or a timedelta, got {value!r}"
+        )
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one action of a task needs: cpu cores, memory and GPUs."""
+
+    cpu: float | int | str | None = None
+    memory: int | str | None = None
+    gpu: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.cpu is not None:
+            try:
+                cpu = float(str(self.cpu).removesuffix("m")) / (
+                    1000 if str(self.cpu).endswith("m") else 1
+                )
+            except ValueError:
+                raise ConfigError(
+                    f"cpu {self.cpu!r} is not a number of cores such as 2 or '500m'"
+                ) from None
+            if cpu <= 0:
+                raise ConfigError(f"cpu must be positive, got {self.cpu!r}")
+        if self.memory is not None:
+            parse_memory(self.memory)
+        if self.gpu is not None and (not isinstance(self.gpu, int) or self.gpu < 0):
+            raise ConfigError(f"gpu must be a non-negative integer, got {self.gpu!r}")
+
+    @property
+    def cpu_cores(self) -> float | None:
+        if self.cpu is None:
+            return None
+        s = str(self.cpu)
+        return float(s[:-1]) / 1000 if s.endswith("m") else float(s)
+
+    @property
+    def memory_bytes(self) -> int | None:
+        return None if self.memory is None else parse_memory(self.memory)
+
+
+@dataclass(frozen=True)
+class RetryStrategy:
+    """Retry a failed action up to ``count`` more times, waiting ``backoff`` seconds
+    before the first retry and multiplying the wait by ``backoff_factor`` each time."""
+
+    count: int
+    backoff: float | timedelta = 0.0
+    backoff_factor: float = 2.0
+    max_backoff: float = 300.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 0:
+            raise ConfigError(f"retries must be a non-negative integer, got {self.count!r}")
+        b = self.backoff.total_seconds() if isinstance(self.backoff, timedelta) else self.backoff
+        if b < 0 or self.backoff_factor < 1:
+            raise ConfigError("backoff must be >= 0 and backoff_factor >= 1")
+
+    def delay(self, retry_number: int) -> float:
+        """Seconds to wait before retry ``retry_number`` (1-based)."""
+        b = (
+            self.backoff.total_seconds()
+            if isinstance(self.backoff, timedelta)
+            else float(self.backoff)
+        )
+        return min(self.max_backoff, b * self.backoff_factor ** (retry_number - 1))
+
+
+@dataclass(frozen=True)
+class Timeout:
+    """Limits on how long an action may run, and wait in the queue before it starts."""
+
+    max_runtime: float | timedelta | None = None
+    max_queued_time: float | timedelta | None = None
+
+    def __post_init__(self) -> None:
+        seconds_of(self.max_runtime, "max_runtime")
+        seconds_of(self.max_queued_time, "max_queued_time")
+
+    @property
+    def runtime_seconds(self) -> float | None:
+        return seconds_of(self.max_runtime, "max_runtime")
+
+    @property
+    def queued_seconds(self) -> float | None:
+        return seconds_of(self.max_queued_time, "max_queued_time")
+
+
+CacheBehavior = Literal["auto", "override", "disable"]
+
+
+@dataclass(frozen=True)
+class Cache:
+    """Caching of a task's outputs across runs.
+
+    ``behavior``: "auto" reuses a stored output for the same inputs, "override"
+    always recomputes and stores, "disable" turns caching off. ``version`` replaces
+    the task's source hash in the key (bump it to invalidate); ``ignored_inputs``
+    are left out of the key.
+    """
+
+    behavior: CacheBehavior = "auto"
+    version: str | None = None
+    ignored_inputs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.behavior not in ("auto", "override", "disable"):
+            raise ConfigError(
+                f"cache behavior must be 'auto', 'override' or 'disable', got {self.behavior!r}"
+            )
+        if isinstance(self.ignored_inputs, str):
+            object.__setattr__(self, "ignored_inputs", (self.ignored_inputs,))
+
+
+def to_cache(value: Cache | str | bool | None) -> Cache | None:
+    if value is None or value is False or value == "disable":
+        return None
+    if value is True or value == "auto":
+        return Cache()
+    if value == "override":
+        return Cache(behavior="override")
+    if isinstance(value, Cache):
+        return None if value.behavior == "disable" else value
+    raise ConfigError(
+        f"cache must be 'auto', 'override', 'disable' or heddle.Cache(...), got {value!r}"
+    )
+
+
+def to_retry(value: int | RetryStrategy | None) -> RetryStrategy:
+    if value is None:
+        return RetryStrategy(0)
+    if isinstance(value, RetryStrategy):
+        return value
+    return RetryStrategy(value)
+
+
+def to_timeout(value: float | int | timedelta | Timeout | None) -> Timeout | None:
+    if value is None:
+        return None
+    if isinstance(value, Timeout):
+        return value
+    return Timeout(max_runtime=value)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything the controller needs to run one task.
+
+    ``encode_inputs`` validates and encodes bound arguments (raising InputError);
+    ``encode_output``/``decode_output``/``decode_inputs`` convert by type hints.
+    """
+
+    name: str
+    version: str
+    fn: Callable[..., Any]
+    is_async: bool
+    param_names: tuple[str, ...]
+    encode_inputs: Callable[[Mapping[str, Any]], bytes]
+    decode_inputs: Callable[[bytes], dict[str, Any]]
+    encode_output: Callable[[Any], bytes]
+    decode_output: Callable[[bytes], Any]
+    retry: RetryStrategy = field(default_factory=lambda: RetryStrategy(0))
+    timeout: Timeout | None = None
+    cache: Cache | None = None
+    resources: Resources = field(default_factory=Resources)
+    env_vars: Mapping[str, str] = field(default_factory=dict)
+    environment: str = "default"

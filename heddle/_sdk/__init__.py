@@ -1,0 +1,1 @@
+"""The SDK: what users write against (environments, tasks, runs, map, group, trace)."""

@@ -1,0 +1,96 @@
+"""Where runs are kept: the store and storage locations, and the executor to use.
+
+``heddle.init()`` sets them; otherwise they come from HEDDLE_HOME, HEDDLE_DB_URL and
+HEDDLE_STORAGE_URL, defaulting to ``.heddle/`` in the working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from heddle._errors import ConfigError
+from heddle._runtime.controller import Executor
+from heddle._runtime.literals import LiteralStore
+from heddle._storage import BlobStore
+from heddle._store import Store, sqlite_url
+
+EXECUTORS = ("inline",)
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    db_url: str
+    storage_url: str
+    executor: str
+
+
+def resolve_settings(
+    root: str | os.PathLike[str] | None = None,
+    db_url: str | None = None,
+    storage_url: str | None = None,
+    executor: str | None = None,
+) -> Settings:
+    home = Path(root or os.environ.get("HEDDLE_HOME") or Path.cwd() / ".heddle").resolve()
+    if home.exists() and not home.is_dir():
+        raise ConfigError(f"Heddle home {home} exists and is not a directory")
+    db = db_url or os.environ.get("HEDDLE_DB_URL") or sqlite_url(home / "heddle.db")
+    storage = storage_url or os.environ.get("HEDDLE_STORAGE_URL") or str(home / "storage")
+    ex = executor or os.environ.get("HEDDLE_EXECUTOR") or "inline"
+    if ex not in EXECUTORS:
+        raise ConfigError(f"unknown executor {ex!r}: choose one of {', '.join(EXECUTORS)}")
+    return Settings(home=home, db_url=db, storage_url=storage, executor=ex)
+
+
+class Session:
+    """The open store and storage for this process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store(settings.db_url)
+        self.blobs = BlobStore(settings.storage_url)
+        self.literals = LiteralStore(self.blobs)
+
+    def make_executor(self, name: str | None = None) -> Executor:
+        name = name or self.settings.executor
+        if name == "inline":
+            from heddle._executors.inline import InlineExecutor
+
+            return InlineExecutor()
+        raise ConfigError(f"unknown executor {name!r}: choose one of {', '.join(EXECUTORS)}")
+
+    def close(self) -> None:
+        self.store.close()
+
+
+_lock = threading.Lock()
+_session: Session | None = None
+
+
+def init(
+    root: str | os.PathLike[str] | None = None,
+    *,
+    db_url: str | None = None,
+    storage_url: str | None = None,
+    executor: str | None = None,
+) -> Session:
+    """Set where runs are stored (``root`` for both, or a database URL and a storage URL)."""
+    global _session
+    settings = resolve_settings(root, db_url, storage_url, executor)
+    with _lock:
+        if _session is not None:
+            _session.close()
+        _session = Session(settings)
+        return _session
+
+
+def get_session() -> Session:
+    """The current session, opened from the environment on first use."""
+    global _session
+    with _lock:
+        if _session is None:
+            _session = Session(resolve_settings())
+        return _session

@@ -1,0 +1,25 @@
+"""heddle.group: name a set of child actions so that views can fold them together."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from heddle._errors import ConfigError
+from heddle._runtime.context import current_group
+
+
+@contextmanager
+def group(name: str) -> Iterator[None]:
+    """Actions called inside ``with heddle.group(name):`` are recorded in that group.
+
+    Groups nest: the inner name is joined to the outer one with '/'.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"group name must be a non-empty string, got {name!r}")
+    outer = current_group.get()
+    token = current_group.set(f"{outer}/{name}" if outer else name)
+    try:
+        yield
+    finally:
+        current_group.reset(token)

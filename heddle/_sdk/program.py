@@ -1,0 +1,120 @@
+"""Finding a run's root task again: record where it lives, load it back for recovery."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import json
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from heddle._errors import RecoveryError
+from heddle._sdk.task import Task
+
+
+def describe(task: Task[Any, Any]) -> str:
+    """JSON naming the module, file and attribute of a task, for ``heddle recover``."""
+    fn = task.fn
+    module = fn.__module__
+    try:
+        file = str(Path(inspect.getfile(fn)).resolve())
+    except (TypeError, OSError):
+        file = None
+    return json.dumps(
+        {
+            "module": module,
+            "file": file,
+            "qualname": fn.__qualname__,
+            "task": task.name,
+            "cwd": os.getcwd(),
+        }
+    )
+
+
+def load_file(path: str | os.PathLike[str]) -> ModuleType:
+    """Import a Python file as a module (named after the file) without running its __main__ block."""
+    file = Path(path).resolve()
+    if not file.is_file():
+        raise FileNotFoundError(f"no such Python file: {file}")
+    name = file.stem if file.stem.isidentifier() else "heddle_program"
+    existing = sys.modules.get(name)
+    if existing is not None and getattr(existing, "__file__", None) == str(file):
+        return existing
+    if existing is not None:
+        name = "heddle_program_" + hashlib.blake2b(str(file).encode(), digest_size=6).hexdigest()
+    spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        raise RecoveryError(f"cannot import {file}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    if str(file.parent) not in sys.path:
+        sys.path.insert(0, str(file.parent))
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def find_task(module: ModuleType, name: str) -> Task[Any, Any]:
+    """The task in ``module`` with this attribute name or task name."""
+    obj = getattr(module, name, None)
+    if isinstance(obj, Task):
+        return obj
+    tasks = {v.name: v for v in vars(module).values() if isinstance(v, Task)}
+    if name in tasks:
+        return tasks[name]
+    attrs = sorted(k for k, v in vars(module).items() if isinstance(v, Task))
+    raise LookupError(
+        f"no task {name!r} in {getattr(module, '__file__', module.__name__)}; "
+        f"tasks there: {', '.join(attrs) or 'none'}"
+    )
+
+
+def load(program_json: str) -> Task[Any, Any]:
+    """Load the root task a run was started with."""
+    program = json.loads(program_json)
+    module_name, file, qualname = program["module"], program.get("file"), program["qualname"]
+    module: ModuleType | None = None
+    main = sys.modules.get("__main__")
+    if (
+        module_name == "__main__"
+        and main is not None
+        and getattr(main, "__file__", None)
+        and file
+        and str(Path(main.__file__ or "").resolve()) == file
+    ):
+        module = main
+    if module is None and module_name != "__main__":
+        cwd = program.get("cwd")
+        if cwd and cwd not in sys.path:
+            sys.path.insert(0, cwd)
+        existing = sys.modules.get(module_name)
+        if existing is not None:
+            module = existing
+        elif file and Path(file).stem == module_name.rpartition(".")[2] and "." not in module_name:
+            module = load_file(file)
+        else:
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError:
+                module = None
+    if module is None:
+        if not file or not Path(file).is_file():
+            raise RecoveryError(f"cannot find the code of task {program['task']!r}: {file} is gone")
+        module = load_file(file)
+    obj: Any = module
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    if isinstance(obj, Task):
+        return obj
+    try:
+        return find_task(module, program["task"])
+    except LookupError as exc:
+        raise RecoveryError(str(exc)) from None

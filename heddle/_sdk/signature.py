@@ -1,0 +1,87 @@
+"""Typed call signatures: bind arguments and encode inputs and outputs by type hints.
+
+Shared by tasks and traces so both validate and record values the same way.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import msgspec
+
+from heddle import _types
+from heddle._errors import ConfigError, InputError, TypeMismatchError
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder()
+
+
+class CallCodec:
+    """Binds and converts the inputs and output of one function."""
+
+    def __init__(self, fn: Callable[..., Any], owner: str) -> None:
+        self.owner = owner
+        self.signature = inspect.signature(fn)
+        for p in self.signature.parameters.values():
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                raise ConfigError(
+                    f"{owner!r}: *args/**kwargs parameters are not supported "
+                    f"(parameter {p.name!r}); declare each input with a type hint"
+                )
+        try:
+            hints = typing.get_type_hints(fn, include_extras=True)
+        except Exception as exc:
+            raise ConfigError(f"cannot resolve the type hints of {owner!r}: {exc}") from exc
+        self.param_names = tuple(self.signature.parameters)
+        self._codecs = tuple(
+            _types.codec_for(hints.get(n, inspect.Parameter.empty)) for n in self.param_names
+        )
+        self._out_codec = _types.codec_for(hints.get("return", inspect.Parameter.empty))
+
+    def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Match call arguments to parameters, with defaults; InputError if they don't fit."""
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise InputError(self.owner, str(exc)) from None
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+    def encode_inputs(self, inputs: Mapping[str, Any]) -> bytes:
+        if len(inputs) != len(self.param_names) or any(n not in self.param_names for n in inputs):
+            unknown = sorted(set(inputs) - set(self.param_names))
+            if unknown:
+                raise InputError(self.owner, f"unknown parameters {unknown}")
+        plains = []
+        for name, codec in zip(self.param_names, self._codecs, strict=True):
+            if name not in inputs:
+                raise InputError(self.owner, "missing a value", name)
+            try:
+                plains.append(codec.to_plain(inputs[name]))
+            except TypeMismatchError as exc:
+                where = f" at {exc.path}" if exc.path else ""
+                raise InputError(
+                    self.owner, f"expected {exc.expected}, got {exc.given}{where}", name
+                ) from None
+        return _ENCODER.encode(plains)
+
+    def decode_inputs(self, data: bytes) -> dict[str, Any]:
+        plains = _DECODER.decode(data)
+        return {
+            name: codec.from_plain(p)
+            for name, codec, p in zip(self.param_names, self._codecs, plains, strict=True)
+        }
+
+    def encode_output(self, value: Any) -> bytes:
+        try:
+            return _ENCODER.encode(self._out_codec.to_plain(value))
+        except TypeMismatchError as exc:
+            raise TypeMismatchError(
+                exc.expected, exc.given, f"the return value of {self.owner!r}{exc.path}"
+            ) from None
+
+    def decode_output(self, data: bytes) -> Any:
+        return self._out_codec.from_plain(_DECODER.decode(data))

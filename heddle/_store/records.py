@@ -1,0 +1,94 @@
+"""Plain records that the store returns: one frozen dataclass per table row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Action and run states. An action moves queued -> running -> succeeded | failed,
+# possibly back to running for another attempt; succeeded is final.
+QUEUED = "queued"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+ABORTED = "aborted"
+FINAL_STATES = frozenset({SUCCEEDED, FAILED, ABORTED})
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    id: str
+    name: str | None
+    root_task: str
+    root_action_id: str
+    status: str
+    program: str
+    inputs: bytes
+    output: bytes | None
+    error: str | None
+    executor: str
+    owner: str | None
+    heartbeat_at: float | None
+    abort_requested: bool
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRecord:
+    id: str
+    run_id: str
+    parent_id: str | None
+    seq: int
+    kind: str
+    task_name: str
+    task_version: str
+    group_name: str | None
+    status: str
+    attempts: int
+    cached: bool
+    cache_key: str | None
+    inputs: bytes | None
+    output: bytes | None
+    error: str | None
+    queued_at: float
+    started_at: float | None
+    finished_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    action_id: str
+    number: int
+    run_id: str
+    status: str
+    task_version: str
+    worker: str | None
+    error: str | None
+    output: bytes | None
+    started_at: float
+    finished_at: float | None
+
+
+@dataclass(slots=True)
+class WriteBatch:
+    """Rows to write in one transaction (the unit of group commit).
+
+    Each row is a dict keyed by column name; updates carry the key columns too.
+    """
+
+    action_inserts: list[dict[str, Any]] = field(default_factory=list)
+    action_updates: list[dict[str, Any]] = field(default_factory=list)
+    attempt_inserts: list[dict[str, Any]] = field(default_factory=list)
+    attempt_updates: list[dict[str, Any]] = field(default_factory=list)
+    cache_puts: list[dict[str, Any]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.action_inserts
+            or self.action_updates
+            or self.attempt_inserts
+            or self.attempt_updates
+            or self.cache_puts
+        )

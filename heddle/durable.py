@@ -1,0 +1,5 @@
+"""Durable sleep and clock: recorded in the run's log and replayed on recovery."""
+
+from heddle._sdk.durable import now, sleep, sleep_sync
+
+__all__ = ["now", "sleep", "sleep_sync"]

@@ -1,0 +1,80 @@
+"""Shared fixtures: a fresh Heddle home per test, and real PostgreSQL databases."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import heddle
+from heddle._sdk import config
+
+PG_ENV = "HEDDLE_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No test sees another's store or the developer's own HEDDLE_* settings."""
+    for var in ("HEDDLE_HOME", "HEDDLE_DB_URL", "HEDDLE_STORAGE_URL", "HEDDLE_EXECUTOR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    yield
+    if config._session is not None:
+        config._session.close()
+        config._session = None
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A fresh local Heddle home (SQLite + folder), made current with heddle.init."""
+    path = tmp_path / "heddle-home"
+    heddle.init(path)
+    return path
+
+
+def _admin_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(database="postgres").render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped after the test."""
+    base = os.environ.get(PG_ENV)
+    if not base:
+        pytest.skip(f"{PG_ENV} is not set: no PostgreSQL to test against")
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = "heddle_t_" + uuid.uuid4().hex[:12]
+    admin = create_engine(_admin_url(base), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(base).set(database=name).render_as_string(hide_password=False)
+    finally:
+        if config._session is not None:
+            config._session.close()
+            config._session = None
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store URL for each backend: runs the test on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def any_home(db_url: str, tmp_path: Path) -> str:
+    """heddle.init on each backend (with a local folder for blobs); returns the db URL."""
+    heddle.init(tmp_path / "heddle-home", db_url=db_url)
+    return db_url
