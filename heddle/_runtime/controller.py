@@ -101,6 +101,7 @@ class Controller:
         self.stats = Stats()
         self._prior: dict[str, ActionRecord] = dict(prior_actions or {})
         self._inflight_cache: dict[str, asyncio.Future[bytes]] = {}
+        self._cache_wanted: dict[str, list[asyncio.Future[bytes | None]]] = {}
         self.aborting = False
         if prior_actions or prior_attempts:
             self.journal.mark_persisted(
@@ -187,7 +188,7 @@ class Controller:
             group_name=call.group,
             status=QUEUED,
             attempts=prior.attempts if prior else 0,
-            cached=False,
+            cached=0,
             cache_key=None,
             inputs=self.literals.to_literal(call.encoded_inputs),
             output=None,
@@ -221,7 +222,7 @@ class Controller:
             if spec.cache.behavior == "auto":
                 hit = await self._cache_lookup(key)
                 if hit is not None:
-                    return await self._record_cache_hit(state, hit)
+                    return spec.decode_output(await self._record_cache_hit(state, hit))
                 pending = self._inflight_cache.get(key)
                 if pending is not None:
                     try:
@@ -229,7 +230,7 @@ class Controller:
                     except Exception:
                         hit = None  # the first computation failed: compute our own
                     if hit is not None:
-                        return await self._record_cache_hit(state, hit)
+                        return spec.decode_output(await self._record_cache_hit(state, hit))
             mine: asyncio.Future[bytes] = self.loop.create_future()
             self._inflight_cache[key] = mine
             try:
@@ -262,13 +263,33 @@ class Controller:
         return cache_key(call.spec.name, cache.version or call.spec.version, in_hash)
 
     async def _cache_lookup(self, key: str) -> bytes | None:
-        literal = self.store.cache_get(key)
+        """Look a key up in the cache; lookups made in one loop turn share one query."""
+        fut: asyncio.Future[bytes | None] = self.loop.create_future()
+        if not self._cache_wanted:
+            self.loop.call_soon(self._read_cache)
+        self._cache_wanted.setdefault(key, []).append(fut)
+        literal = await fut
         return None if literal is None else self.literals.from_literal(literal)
+
+    def _read_cache(self) -> None:
+        wanted, self._cache_wanted = self._cache_wanted, {}
+        try:
+            found = self.store.cache_get_many(list(wanted))
+        except Exception as exc:
+            for futs in wanted.values():
+                for f in futs:
+                    if not f.done():
+                        f.set_exception(exc)
+            return
+        for key, futs in wanted.items():
+            for f in futs:
+                if not f.done():
+                    f.set_result(found.get(key))
 
     async def _record_cache_hit(self, state: ActionState, out: bytes) -> Any:
         now = time.time()
         state.status = SUCCEEDED
-        state.cached = True
+        state.cached = 1
         state.output = self.literals.to_literal(out)
         state.started_at = now
         state.finished_at = now
@@ -432,7 +453,7 @@ class Controller:
             group_name=current_group.get(),
             status=RUNNING,
             attempts=(prior.attempts if prior else 0) + 1,
-            cached=False,
+            cached=0,
             cache_key=None,
             inputs=self.literals.to_literal(encoded_inputs),
             output=prior.output if prior else None,
@@ -498,7 +519,7 @@ def _state_of(r: ActionRecord) -> ActionState:
         group_name=r.group_name,
         status=r.status,
         attempts=r.attempts,
-        cached=r.cached,
+        cached=int(r.cached),
         cache_key=r.cache_key,
         inputs=r.inputs,
         output=r.output,

@@ -19,17 +19,8 @@ def input_hash(encoded_inputs: bytes) -> str:
 
 def action_id(run_id: str, parent_id: str | None, task_name: str, in_hash: str, n: int) -> str:
     """The id of the n-th call (counting from 0) of ``task_name`` with these inputs by this parent."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(run_id.encode())
-    h.update(_SEP)
-    h.update((parent_id or "").encode())
-    h.update(_SEP)
-    h.update(task_name.encode())
-    h.update(_SEP)
-    h.update(in_hash.encode())
-    h.update(_SEP)
-    h.update(str(n).encode())
-    return "a" + h.hexdigest()
+    key = "\x1f".join((run_id, parent_id or "", task_name, in_hash, str(n))).encode()
+    return "a" + hashlib.blake2b(key, digest_size=16).hexdigest()
 
 
 def cache_key(task_name: str, version: str, in_hash: str) -> str:

@@ -18,7 +18,10 @@ from heddle._store import Store, WriteBatch
 
 @dataclass(slots=True)
 class ActionState:
-    """The latest known state of one action (the row the journal will write)."""
+    """The latest known state of one action: the row the journal will write.
+
+    Attribute names are the column names, so the store reads them directly.
+    """
 
     id: str
     run_id: str
@@ -30,7 +33,7 @@ class ActionState:
     group_name: str | None
     status: str
     attempts: int
-    cached: bool
+    cached: int  # 0 or 1: written as is to an integer column
     cache_key: str | None
     inputs: bytes | None
     output: bytes | None
@@ -38,42 +41,6 @@ class ActionState:
     queued_at: float
     started_at: float | None
     finished_at: float | None
-
-    def insert_row(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "run_id": self.run_id,
-            "parent_id": self.parent_id,
-            "seq": self.seq,
-            "kind": self.kind,
-            "task_name": self.task_name,
-            "task_version": self.task_version,
-            "group_name": self.group_name,
-            "status": self.status,
-            "attempts": self.attempts,
-            "cached": int(self.cached),
-            "cache_key": self.cache_key,
-            "inputs": self.inputs,
-            "output": self.output,
-            "error": self.error,
-            "queued_at": self.queued_at,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-        }
-
-    def update_row(self) -> dict[str, Any]:
-        return {
-            "_id": self.id,
-            "status": self.status,
-            "attempts": self.attempts,
-            "task_version": self.task_version,
-            "cached": int(self.cached),
-            "cache_key": self.cache_key,
-            "output": self.output,
-            "error": self.error,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-        }
 
 
 @dataclass(slots=True)
@@ -88,30 +55,6 @@ class AttemptState:
     output: bytes | None
     started_at: float
     finished_at: float | None
-
-    def insert_row(self) -> dict[str, Any]:
-        return {
-            "action_id": self.action_id,
-            "number": self.number,
-            "run_id": self.run_id,
-            "status": self.status,
-            "task_version": self.task_version,
-            "worker": self.worker,
-            "error": self.error,
-            "output": self.output,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-        }
-
-    def update_row(self) -> dict[str, Any]:
-        return {
-            "_action_id": self.action_id,
-            "_number": self.number,
-            "status": self.status,
-            "error": self.error,
-            "output": self.output,
-            "finished_at": self.finished_at,
-        }
 
 
 class Journal:
@@ -173,16 +116,16 @@ class Journal:
         new_actions: set[str] = set()
         for aid, a in self._actions.items():
             if aid in self._persisted_actions:
-                batch.action_updates.append(a.update_row())
+                batch.action_updates.append(a)
             else:
-                batch.action_inserts.append(a.insert_row())
+                batch.action_inserts.append(a)
                 new_actions.add(aid)
         new_attempts: set[tuple[str, int]] = set()
         for key, t in self._attempts.items():
             if key in self._persisted_attempts:
-                batch.attempt_updates.append(t.update_row())
+                batch.attempt_updates.append(t)
             else:
-                batch.attempt_inserts.append(t.insert_row())
+                batch.attempt_inserts.append(t)
                 new_attempts.add(key)
         batch.cache_puts = self._cache_puts
         waiters = self._waiters

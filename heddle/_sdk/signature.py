@@ -40,9 +40,19 @@ class CallCodec:
             _types.codec_for(hints.get(n, inspect.Parameter.empty)) for n in self.param_names
         )
         self._out_codec = _types.codec_for(hints.get("return", inspect.Parameter.empty))
+        # Calls with exactly one positional value per parameter (the common case, and
+        # every heddle.map child) skip inspect's general binding.
+        self._plain_positional = all(
+            p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            for p in self.signature.parameters.values()
+        )
+        self._arity = len(self.param_names)
+        self._pairs = tuple(zip(self.param_names, self._codecs, strict=True))
 
     def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Match call arguments to parameters, with defaults; InputError if they don't fit."""
+        if not kwargs and len(args) == self._arity and self._plain_positional:
+            return dict(zip(self.param_names, args, strict=True))
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
@@ -51,28 +61,28 @@ class CallCodec:
         return dict(bound.arguments)
 
     def encode_inputs(self, inputs: Mapping[str, Any]) -> bytes:
-        if len(inputs) != len(self.param_names) or any(n not in self.param_names for n in inputs):
-            unknown = sorted(set(inputs) - set(self.param_names))
-            if unknown:
-                raise InputError(self.owner, f"unknown parameters {unknown}")
         plains = []
-        for name, codec in zip(self.param_names, self._codecs, strict=True):
-            if name not in inputs:
-                raise InputError(self.owner, "missing a value", name)
+        for name, codec in self._pairs:
             try:
-                plains.append(codec.to_plain(inputs[name]))
+                value = inputs[name]
+            except KeyError:
+                raise InputError(self.owner, "missing a value", name) from None
+            try:
+                plains.append(codec.to_plain(value))
             except TypeMismatchError as exc:
                 where = f" at {exc.path}" if exc.path else ""
                 raise InputError(
                     self.owner, f"expected {exc.expected}, got {exc.given}{where}", name
                 ) from None
+        if len(inputs) != self._arity:
+            unknown = sorted(set(inputs) - set(self.param_names))
+            raise InputError(self.owner, f"unknown parameters {unknown}")
         return _ENCODER.encode(plains)
 
     def decode_inputs(self, data: bytes) -> dict[str, Any]:
         plains = _DECODER.decode(data)
         return {
-            name: codec.from_plain(p)
-            for name, codec, p in zip(self.param_names, self._codecs, plains, strict=True)
+            name: codec.from_plain(p) for (name, codec), p in zip(self._pairs, plains, strict=True)
         }
 
     def encode_output(self, value: Any) -> bytes:

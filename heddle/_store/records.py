@@ -75,14 +75,15 @@ class AttemptRecord:
 class WriteBatch:
     """Rows to write in one transaction (the unit of group commit).
 
-    Each row is a dict keyed by column name; updates carry the key columns too.
+    A row is a dict keyed by column name (update keys prefixed with ``_``, e.g.
+    ``_run_id``, ``_id``) or an object whose attributes are named like the columns.
     """
 
-    action_inserts: list[dict[str, Any]] = field(default_factory=list)
-    action_updates: list[dict[str, Any]] = field(default_factory=list)
-    attempt_inserts: list[dict[str, Any]] = field(default_factory=list)
-    attempt_updates: list[dict[str, Any]] = field(default_factory=list)
-    cache_puts: list[dict[str, Any]] = field(default_factory=list)
+    action_inserts: list[Any] = field(default_factory=list)
+    action_updates: list[Any] = field(default_factory=list)
+    attempt_inserts: list[Any] = field(default_factory=list)
+    attempt_updates: list[Any] = field(default_factory=list)
+    cache_puts: list[Any] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(

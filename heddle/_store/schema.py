@@ -46,8 +46,10 @@ runs = Table(
 actions = Table(
     "actions",
     metadata,
+    # Clustered by run: a run's actions sit together, which keeps each group commit
+    # to a few pages and serves every per-run query without a secondary index.
+    Column("run_id", String(40), primary_key=True),
     Column("id", String(40), primary_key=True),
-    Column("run_id", String(40), nullable=False),
     Column("parent_id", String(40), nullable=True),
     Column("seq", Integer, nullable=False),
     Column("kind", String(8), nullable=False),
@@ -64,15 +66,15 @@ actions = Table(
     Column("queued_at", Float, nullable=False),
     Column("started_at", Float, nullable=True),
     Column("finished_at", Float, nullable=True),
-    Index("ix_actions_run_parent", "run_id", "parent_id"),
+    sqlite_with_rowid=False,
 )
 
 attempts = Table(
     "attempts",
     metadata,
+    Column("run_id", String(40), primary_key=True),
     Column("action_id", String(40), primary_key=True),
     Column("number", Integer, primary_key=True),
-    Column("run_id", String(40), nullable=False),
     Column("status", String(16), nullable=False),
     Column("task_version", String(40), nullable=False),
     Column("worker", String(200), nullable=True),
@@ -80,7 +82,7 @@ attempts = Table(
     Column("output", LargeBinary, nullable=True),
     Column("started_at", Float, nullable=False),
     Column("finished_at", Float, nullable=True),
-    Index("ix_attempts_run", "run_id"),
+    sqlite_with_rowid=False,
 )
 
 cache_entries = Table(

@@ -6,9 +6,10 @@ land in one transaction; reads return frozen records.
 
 from __future__ import annotations
 
+import operator
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 
 _ACTION_UPDATE = (
     update(actions)
+    .where(actions.c.run_id == bindparam("_run_id"))
     .where(actions.c.id == bindparam("_id"))
     .values(
         status=bindparam("status"),
@@ -57,6 +59,7 @@ _ACTION_UPDATE = (
 )
 _ATTEMPT_UPDATE = (
     update(attempts)
+    .where(attempts.c.run_id == bindparam("_run_id"))
     .where(attempts.c.action_id == bindparam("_action_id"))
     .where(attempts.c.number == bindparam("_number"))
     .values(
@@ -342,9 +345,13 @@ class Store:
         with self._errors("read actions"), self._engine.connect() as conn:
             return [_row_to_action(r) for r in conn.execute(stmt)]
 
-    def get_action(self, action_id: str) -> ActionRecord | None:
+    def get_action(self, action_id: str, run_id: str | None = None) -> ActionRecord | None:
+        """One action; pass its run id too for a primary-key lookup."""
+        stmt = select(actions).where(actions.c.id == action_id)
+        if run_id is not None:
+            stmt = stmt.where(actions.c.run_id == run_id)
         with self._errors("read an action"), self._engine.connect() as conn:
-            row = conn.execute(select(actions).where(actions.c.id == action_id)).first()
+            row = conn.execute(stmt).first()
             return None if row is None else _row_to_action(row)
 
     def attempts_of_run(self, run_id: str) -> list[AttemptRecord]:
@@ -379,6 +386,19 @@ class Store:
             value = conn.execute(stmt).scalar()
             return None if value is None else bytes(value)
 
+    def cache_get_many(self, keys: list[str]) -> dict[str, bytes]:
+        """The stored outputs of those keys that are in the cache."""
+        out: dict[str, bytes] = {}
+        with self._errors("read the cache"), self._engine.connect() as conn:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
+                stmt = select(cache_entries.c.key, cache_entries.c.output).where(
+                    cache_entries.c.key.in_(chunk)
+                )
+                for key, output in conn.execute(stmt):
+                    out[key] = bytes(output)
+        return out
+
     def cache_clear(self, task_name: str | None = None) -> int:
         stmt = cache_entries.delete()
         if task_name is not None:
@@ -392,20 +412,36 @@ def sqlite_url(path: str | Path) -> str:
 
 
 class _Compiled:
-    """A statement compiled once for the dialect, with its parameter order."""
+    """A statement compiled once for the dialect, with its parameter order.
+
+    Rows may be dicts keyed by parameter name, or objects whose attributes are
+    named like the columns (update keys ``_id`` etc. map to ``id``): the runtime
+    hands its state objects over as they are, and C-level getters build the tuples.
+    """
 
     def __init__(self, stmt: Any, dialect: Any) -> None:
         compiled = stmt.compile(dialect=dialect)
         self.sql = str(compiled)
-        self.order: tuple[str, ...] | None = (
-            tuple(compiled.positiontup) if compiled.positional else None
+        self.positional = bool(compiled.positional)
+        self.names: tuple[str, ...] = (
+            tuple(compiled.positiontup) if compiled.positional else tuple(compiled.params)
+        )
+        self._items: Callable[[Any], tuple[Any, ...]] = operator.itemgetter(*self.names)
+        self._attrs: Callable[[Any], tuple[Any, ...]] = operator.attrgetter(
+            *(n.lstrip("_") for n in self.names)
         )
 
-    def params(self, rows: list[dict[str, Any]]) -> list[Any]:
-        if self.order is None:
-            return rows
-        order = self.order
-        return [tuple(r[k] for k in order) for r in rows]
+    def params(self, rows: list[Any]) -> list[Any]:
+        if isinstance(rows[0], dict):
+            if not self.positional:
+                return rows
+            get = self._items
+        else:
+            get = self._attrs
+            if not self.positional:
+                names = self.names
+                return [dict(zip(names, get(r), strict=True)) for r in rows]
+        return [get(r) for r in rows]
 
 
 class JournalWriter:

@@ -37,8 +37,8 @@ def upgrade() -> None:
     op.create_index("ix_runs_status", "runs", ["status"])
     op.create_table(
         "actions",
+        sa.Column("run_id", sa.String(40), primary_key=True),
         sa.Column("id", sa.String(40), primary_key=True),
-        sa.Column("run_id", sa.String(40), nullable=False),
         sa.Column("parent_id", sa.String(40), nullable=True),
         sa.Column("seq", sa.Integer, nullable=False),
         sa.Column("kind", sa.String(8), nullable=False),
@@ -55,13 +55,13 @@ def upgrade() -> None:
         sa.Column("queued_at", sa.Float, nullable=False),
         sa.Column("started_at", sa.Float, nullable=True),
         sa.Column("finished_at", sa.Float, nullable=True),
+        sqlite_with_rowid=False,
     )
-    op.create_index("ix_actions_run_parent", "actions", ["run_id", "parent_id"])
     op.create_table(
         "attempts",
+        sa.Column("run_id", sa.String(40), primary_key=True),
         sa.Column("action_id", sa.String(40), primary_key=True),
         sa.Column("number", sa.Integer, primary_key=True),
-        sa.Column("run_id", sa.String(40), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("task_version", sa.String(40), nullable=False),
         sa.Column("worker", sa.String(200), nullable=True),
@@ -69,8 +69,8 @@ def upgrade() -> None:
         sa.Column("output", sa.LargeBinary, nullable=True),
         sa.Column("started_at", sa.Float, nullable=False),
         sa.Column("finished_at", sa.Float, nullable=True),
+        sqlite_with_rowid=False,
     )
-    op.create_index("ix_attempts_run", "attempts", ["run_id"])
     op.create_table(
         "cache_entries",
         sa.Column("key", sa.String(80), primary_key=True),
