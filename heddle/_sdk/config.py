@@ -15,6 +15,7 @@ from heddle._errors import ConfigError
 from heddle._runtime.controller import Executor
 from heddle._runtime.literals import LiteralStore
 from heddle._storage import BlobStore
+from heddle._types.sink import set_default_sink
 from heddle._store import Store, sqlite_url
 
 EXECUTORS = ("inline",)
@@ -53,6 +54,7 @@ class Session:
         self.store = Store(settings.db_url)
         self.blobs = BlobStore(settings.storage_url)
         self.literals = LiteralStore(self.blobs)
+        set_default_sink(self.blobs)
 
     def make_executor(self, name: str | None = None) -> Executor:
         name = name or self.settings.executor
