@@ -12,6 +12,7 @@ from heddle._errors import (
     NonRecoverableError,
     OOMError,
     RecoveryError,
+    ResourceError,
     RunAbortedError,
     RunFailedError,
     RunNotFoundError,
@@ -20,8 +21,9 @@ from heddle._errors import (
     TaskError,
     TimeoutError,
     TypeMismatchError,
+    WorkerLostError,
 )
-from heddle._runtime.spec import Cache, Resources, RetryStrategy, Timeout
+from heddle._runtime.spec import Cache, OOMRetry, Resources, RetryStrategy, Secret, Timeout
 from heddle._sdk.config import init
 from heddle._sdk.environment import TaskEnvironment
 from heddle._sdk.fanout import map
@@ -40,13 +42,16 @@ __all__ = [
     "InputError",
     "NonRecoverableError",
     "OOMError",
+    "OOMRetry",
     "RecoveryError",
+    "ResourceError",
     "Resources",
     "RetryStrategy",
     "Run",
     "RunAbortedError",
     "RunFailedError",
     "RunNotFoundError",
+    "Secret",
     "StorageError",
     "StoreError",
     "Task",
@@ -55,6 +60,7 @@ __all__ = [
     "Timeout",
     "TimeoutError",
     "TypeMismatchError",
+    "WorkerLostError",
     "__version__",
     "abort",
     "durable",

@@ -9,8 +9,22 @@ from __future__ import annotations
 import builtins
 
 
+def _rebuild(
+    cls: type[BaseException], args: tuple[object, ...], state: dict[str, object]
+) -> BaseException:
+    exc = cls.__new__(cls)
+    BaseException.__init__(exc, *args)
+    exc.__dict__.update(state)
+    return exc
+
+
 class HeddleError(Exception):
     """Base of every error that Heddle itself raises."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Subclasses take their own constructor arguments; rebuild from message and
+        # attributes instead, so errors cross process boundaries with their type.
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
 
 
 class ConfigError(HeddleError):
@@ -115,6 +129,19 @@ class OOMError(HeddleError):
         self.task = task
         self.limit_bytes = limit_bytes
         self.peak_bytes = peak_bytes
+
+
+class WorkerLostError(HeddleError):
+    """The process (or node) running an action died: a system failure, not the task's."""
+
+    def __init__(self, task: str, detail: str) -> None:
+        super().__init__(f"task {task!r} lost its worker: {detail}")
+        self.task = task
+        self.detail = detail
+
+
+class ResourceError(HeddleError):
+    """A task asks for more cpu, memory or GPUs than this machine (or cluster) has."""
 
 
 class RunNotFoundError(HeddleError, LookupError):

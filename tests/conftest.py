@@ -29,9 +29,20 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
 
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
-    """A fresh local Heddle home (SQLite + folder), made current with heddle.init."""
+    """A fresh local Heddle home (SQLite + folder), made current with heddle.init.
+
+    Uses the inline executor, so tests can share state with their tasks; tests of the
+    process executor ask for it (``process_home``)."""
     path = tmp_path / "heddle-home"
-    heddle.init(path)
+    heddle.init(path, executor="inline")
+    return path
+
+
+@pytest.fixture
+def process_home(tmp_path: Path) -> Path:
+    """A fresh local Heddle home whose runs use the process executor (the default)."""
+    path = tmp_path / "heddle-home"
+    heddle.init(path, executor="process")
     return path
 
 
@@ -76,5 +87,5 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def any_home(db_url: str, tmp_path: Path) -> str:
     """heddle.init on each backend (with a local folder for blobs); returns the db URL."""
-    heddle.init(tmp_path / "heddle-home", db_url=db_url)
+    heddle.init(tmp_path / "heddle-home", db_url=db_url, executor="inline")
     return db_url

@@ -14,6 +14,7 @@ from typing import Any
 
 from heddle._errors import TimeoutError as HeddleTimeout
 from heddle._runtime.context import ActionContext, current_action, current_group
+from heddle._runtime.controller import Attempt, PreparedCall
 from heddle._runtime.spec import TaskSpec
 
 
@@ -40,19 +41,23 @@ class InlineExecutor:
             )
         return self._pool
 
-    async def execute(self, spec: TaskSpec, inputs: dict[str, Any], ctx: ActionContext) -> Any:
+    async def execute(self, call: PreparedCall, attempt: Attempt, ctx: ActionContext) -> bytes:
+        spec = call.spec
+        inputs = spec.decode_inputs(call.encoded_inputs)
         timeout = spec.timeout.runtime_seconds if spec.timeout else None
         if spec.is_async:
             body = self._run_async(spec, inputs, ctx)
         else:
             body = self._run_sync(spec, inputs, ctx)
         if timeout is None:
-            return await body
-        try:
-            async with asyncio.timeout(timeout):
-                return await body
-        except TimeoutError:
-            raise HeddleTimeout(spec.name, timeout) from None
+            result = await body
+        else:
+            try:
+                async with asyncio.timeout(timeout):
+                    result = await body
+            except TimeoutError:
+                raise HeddleTimeout(spec.name, timeout) from None
+        return spec.encode_output(result)
 
     async def _run_async(self, spec: TaskSpec, inputs: dict[str, Any], ctx: ActionContext) -> Any:
         token = current_action.set(ctx)

@@ -8,17 +8,74 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from heddle._runtime.controller import Controller
+    import asyncio
+    from collections.abc import Awaitable, Callable, Mapping
+
+    from heddle._runtime.controller import PreparedCall
+    from heddle._runtime.journal import ActionState
+    from heddle._runtime.spec import TaskSpec
+
+
+class ControllerAPI(Protocol):
+    """What task code may ask of the controller: the in-process Controller, or the
+    RemoteController that forwards to it from a worker process."""
+
+    run_id: str
+    aborting: bool
+
+    def prepare(
+        self,
+        spec: TaskSpec,
+        inputs: Mapping[str, Any],
+        parent: ActionContext,
+        limiter: asyncio.Semaphore | None = None,
+    ) -> PreparedCall: ...
+
+    async def run(self, call: PreparedCall) -> Any: ...
+
+    async def run_encoded(self, call: PreparedCall) -> bytes: ...
+
+    def run_blocking(self, call: PreparedCall) -> Any: ...
+
+    def begin_step(
+        self, parent: ActionContext, kind: str, name: str, encoded_inputs: bytes
+    ) -> tuple[ActionState, bytes | None]: ...
+
+    def step_prior_output(self, state: ActionState) -> bytes | None: ...
+
+    def note_step(self, state: ActionState) -> None: ...
+
+    async def record_step(
+        self,
+        state: ActionState,
+        out: bytes | None = None,
+        exc: BaseException | None = None,
+        *,
+        final: bool = True,
+    ) -> None: ...
+
+    def record_step_sync(
+        self,
+        state: ActionState,
+        out: bytes | None = None,
+        exc: BaseException | None = None,
+        *,
+        final: bool = True,
+    ) -> None: ...
+
+    def call_on_loop(self, make: Callable[[], Awaitable[Any]]) -> Any: ...
+
+    def on_loop_thread(self) -> bool: ...
 
 
 @dataclass(slots=True)
 class ActionContext:
     """One running action as its body sees it."""
 
-    controller: Controller
+    controller: ControllerAPI
     run_id: str
     action_id: str
     task_name: str

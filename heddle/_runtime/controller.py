@@ -8,6 +8,7 @@ journalling every state change before acting on it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import socket
 import threading
@@ -18,13 +19,14 @@ from typing import Any, Protocol
 
 import msgspec
 
-from heddle._errors import HeddleError, RunAbortedError
+from heddle._errors import HeddleError, OOMError, RunAbortedError
+from heddle._errors import TimeoutError as HeddleTimeout
 from heddle._runtime import failures
 from heddle._runtime.context import ActionContext, current_group
 from heddle._runtime.ids import action_id, cache_key, input_hash
 from heddle._runtime.journal import ActionState, AttemptState, Journal
 from heddle._runtime.literals import LiteralStore
-from heddle._runtime.spec import TaskSpec
+from heddle._runtime.spec import Resources, TaskSpec
 from heddle._store import (
     ABORTED,
     FAILED,
@@ -40,12 +42,24 @@ WORKER = f"{socket.gethostname()}:{os.getpid()}"
 LOST = "lost"
 
 
+@dataclass(slots=True)
+class Attempt:
+    """One try of an action, as the executor sees it (and reports back on)."""
+
+    number: int
+    resources: Resources
+    worker: str = WORKER
+    cpu_seconds: float | None = None
+    peak_rss: int | None = None
+    log_key: str | None = None
+
+
 class Executor(Protocol):
-    """Runs one attempt of an action's body and returns its result."""
+    """Runs one attempt of an action's body: encoded inputs in, encoded output out."""
 
     name: str
 
-    async def execute(self, spec: TaskSpec, inputs: dict[str, Any], ctx: ActionContext) -> Any: ...
+    async def execute(self, call: PreparedCall, attempt: Attempt, ctx: ActionContext) -> bytes: ...
 
     def shutdown(self) -> None: ...
 
@@ -75,7 +89,8 @@ class Stats:
     retried: int = 0
     cached: int = 0
     replayed: int = 0
-    failures: list[str] = field(default_factory=list)
+    # The latest failures, for live views (older ones drop off).
+    failures: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=50))
 
 
 class Controller:
@@ -107,30 +122,31 @@ class Controller:
             self.journal.mark_persisted(
                 set(self._prior), {(t.action_id, t.number) for t in prior_attempts or ()}
             )
-            now = time.time()
-            # Attempts that were running when the previous driver died are lost:
-            # that is a system failure, not the task's.
-            for t in prior_attempts or ():
-                if t.status in (RUNNING, QUEUED):
-                    self.journal.put_attempt(
-                        AttemptState(
-                            t.action_id,
-                            t.number,
-                            t.run_id,
-                            LOST,
-                            t.task_version,
-                            t.worker,
-                            failures.Failure(
-                                failures.SYSTEM,
-                                "WorkerLost",
-                                f"driver {t.worker} died during this attempt",
-                                "",
-                            ).to_json(),
-                            None,
-                            t.started_at,
-                            now,
-                        )
+            self._mark_lost(prior_attempts or [])
+
+    def _mark_lost(self, prior_attempts: list[AttemptRecord]) -> None:
+        # Attempts that were running when the previous driver died are lost:
+        # a system failure, not the task's.
+        now = time.time()
+        for t in prior_attempts:
+            if t.status in (RUNNING, QUEUED):
+                failure = failures.Failure(
+                    failures.SYSTEM, "WorkerLost", f"driver {t.worker} died during this attempt", ""
+                )
+                self.journal.put_attempt(
+                    AttemptState(
+                        t.action_id,
+                        t.number,
+                        t.run_id,
+                        LOST,
+                        t.task_version,
+                        t.worker,
+                        failure.to_json(),
+                        None,
+                        t.started_at,
+                        now,
                     )
+                )
 
     # -- calls -----------------------------------------------------------------------
 
@@ -166,6 +182,10 @@ class Controller:
 
     async def run(self, call: PreparedCall) -> Any:
         """Run one call to completion and return its (decoded) output."""
+        return call.spec.decode_output(await self.run_encoded(call))
+
+    async def run_encoded(self, call: PreparedCall) -> bytes:
+        """Run one call to completion and return its encoded output."""
         spec = call.spec
         prior = self._prior.pop(call.action_id, None)
         if (
@@ -175,7 +195,7 @@ class Controller:
             and prior.task_version == spec.version
         ):
             self.stats.replayed += 1
-            return spec.decode_output(self.literals.from_literal(prior.output))
+            return self.literals.from_literal(prior.output)
         now = time.time()
         state = ActionState(
             id=call.action_id,
@@ -216,36 +236,36 @@ class Controller:
             )
         self.stats.started += 1
         key = self._cache_key(call)
-        if key is not None:
-            state.cache_key = key
-            assert spec.cache is not None
-            if spec.cache.behavior == "auto":
-                hit = await self._cache_lookup(key)
-                if hit is not None:
-                    return spec.decode_output(await self._record_cache_hit(state, hit))
+        if key is None:
+            return await self._run_attempts(call, state)
+        state.cache_key = key
+        assert spec.cache is not None
+        if spec.cache.behavior == "auto":
+            hit = await self._cache_lookup(key)
+            if hit is None:
                 pending = self._inflight_cache.get(key)
                 if pending is not None:
                     try:
                         hit = await asyncio.shield(pending)
                     except Exception:
                         hit = None  # the first computation failed: compute our own
-                    if hit is not None:
-                        return spec.decode_output(await self._record_cache_hit(state, hit))
-            mine: asyncio.Future[bytes] = self.loop.create_future()
-            self._inflight_cache[key] = mine
-            try:
-                out = await self._run_attempts(call, state)
-                mine.set_result(out)
-            except BaseException as exc:
-                mine.set_exception(exc)
-                mine.exception()  # mark retrieved: waiters may not exist
-                raise
-            finally:
-                if self._inflight_cache.get(key) is mine:
-                    del self._inflight_cache[key]
-        else:
+            if hit is not None:
+                return await self._record_cache_hit(state, hit)
+        mine: asyncio.Future[bytes] = self.loop.create_future()
+        self._inflight_cache[key] = mine
+        try:
             out = await self._run_attempts(call, state)
-        return spec.decode_output(out)
+            mine.set_result(out)
+            return out
+        except BaseException as exc:
+            mine.set_exception(exc)
+            mine.exception()  # mark retrieved: there may be no waiters
+            raise
+        finally:
+            if self._inflight_cache.get(key) is mine:
+                del self._inflight_cache[key]
+
+    # -- cache -----------------------------------------------------------------------
 
     def _cache_key(self, call: PreparedCall) -> str | None:
         cache = call.spec.cache
@@ -256,9 +276,7 @@ class Controller:
             # Inputs are encoded as one list in parameter order: drop the ignored positions.
             names = call.spec.param_names
             values = msgspec.msgpack.decode(call.encoded_inputs)
-            kept = [
-                v for name, v in zip(names, values, strict=True) if name not in cache.ignored_inputs
-            ]
+            kept = [v for n, v in zip(names, values, strict=True) if n not in cache.ignored_inputs]
             in_hash = input_hash(msgspec.msgpack.encode(kept))
         return cache_key(call.spec.name, cache.version or call.spec.version, in_hash)
 
@@ -286,7 +304,7 @@ class Controller:
                 if not f.done():
                     f.set_result(found.get(key))
 
-    async def _record_cache_hit(self, state: ActionState, out: bytes) -> Any:
+    async def _record_cache_hit(self, state: ActionState, out: bytes) -> bytes:
         now = time.time()
         state.status = SUCCEEDED
         state.cached = 1
@@ -299,72 +317,80 @@ class Controller:
         self.stats.succeeded += 1
         return out
 
+    # -- attempts --------------------------------------------------------------------
+
     async def _run_attempts(self, call: PreparedCall, state: ActionState) -> bytes:
-        """Run attempts until one succeeds or the retry budget is spent; return encoded output."""
+        """Run attempts until one succeeds or every retry budget is spent."""
         spec = call.spec
-        retries_left = spec.retry.count
-        retry_number = 0
+        # Separate budgets: user errors and timeouts share the task's retries; lost
+        # workers have the system budget; OOMs have the OOMRetry budget when one is set.
+        budgets = {
+            failures.USER: spec.retry.count,
+            failures.SYSTEM: spec.system_retries,
+            failures.OOM: spec.oom.count if spec.oom else 0,
+        }
+        user_retries = 0
+        resources = spec.resources
         if call.limiter is not None:
             self.journal.put_action(state)
-            await self._admit(call)
+            try:
+                await self._admit(call)
+            except HeddleTimeout as exc:
+                # Timed out in the queue: it never ran, but it did fail.
+                state.status = FAILED
+                state.error = failures.failure_of(exc).to_json()
+                state.finished_at = time.time()
+                self.journal.put_action(state)
+                self.stats.failed += 1
+                await self.journal.durable()
+                raise
+        first_attempt = state.attempts + 1
         try:
             while True:
                 if self.aborting:
                     raise RunAbortedError(self.run_id)
-                now = time.time()
-                state.attempts += 1
-                state.status = RUNNING
-                state.started_at = now
-                attempt = AttemptState(
-                    call.action_id,
-                    state.attempts,
-                    self.run_id,
-                    RUNNING,
-                    spec.version,
-                    WORKER,
-                    None,
-                    None,
-                    now,
-                    None,
-                )
-                self.journal.put_action(state)
-                self.journal.put_attempt(attempt)
-                self.stats.running += 1
+                if state.attempts + 1 > first_attempt:
+                    # A retry re-runs the body: children that already succeeded in an
+                    # earlier attempt are replayed, never run again.
+                    await self._load_children(call.action_id)
+                attempt = Attempt(state.attempts + 1, resources)
+                record = self._start_attempt(call, state, attempt)
                 ctx = ActionContext(self, self.run_id, call.action_id, spec.name)
                 try:
-                    inputs = spec.decode_inputs(call.encoded_inputs)
-                    result = await self.executor.execute(spec, inputs, ctx)
-                    out = spec.encode_output(result)
+                    out = await self.executor.execute(call, attempt, ctx)
                 except asyncio.CancelledError:
                     self.stats.running -= 1
-                    self._finish_failed(
-                        state,
-                        attempt,
-                        failures.failure_of(RunAbortedError(self.run_id), failures.ABORTED),
-                        ABORTED,
-                    )
+                    aborted = failures.failure_of(RunAbortedError(self.run_id), failures.ABORTED)
+                    self._finish_failed(state, record, attempt, aborted, ABORTED)
                     raise
                 except Exception as exc:
                     self.stats.running -= 1
                     failure = failures.failure_of(exc)
-                    if failures.is_retryable(exc) and retries_left > 0 and not self.aborting:
-                        retries_left -= 1
-                        retry_number += 1
+                    kind = failure.kind
+                    budget = kind
+                    if kind == failures.TIMEOUT or (kind == failures.OOM and spec.oom is None):
+                        budget = failures.USER
+                    if (
+                        failures.is_retryable(exc)
+                        and budgets.get(budget, 0) > 0
+                        and not self.aborting
+                    ):
+                        budgets[budget] -= 1
                         self.stats.retried += 1
-                        attempt.status = FAILED
-                        attempt.error = failure.to_json()
-                        attempt.finished_at = time.time()
-                        self.journal.put_attempt(attempt)
-                        delay = spec.retry.delay(retry_number)
-                        if delay > 0:
-                            await asyncio.sleep(delay)
+                        self._finish_attempt(record, attempt, FAILED, error=failure.to_json())
+                        if isinstance(exc, OOMError) and spec.oom is not None:
+                            resources = self._more_memory(spec, resources, exc)
+                        if kind in (failures.USER, failures.TIMEOUT):
+                            user_retries += 1
+                            delay = spec.retry.delay(user_retries)
+                            if delay > 0:
+                                await asyncio.sleep(delay)
                         continue
-                    self._finish_failed(state, attempt, failure, FAILED)
+                    self._finish_failed(state, record, attempt, failure, FAILED)
                     self.stats.failed += 1
-                    if len(self.stats.failures) < 50:
-                        self.stats.failures.append(
-                            f"{spec.name}: {failure.type_name}: {failure.message}"
-                        )
+                    self.stats.failures.append(
+                        f"{spec.name}: {failure.type_name}: {failure.message}"
+                    )
                     await self.journal.durable()
                     if not isinstance(exc, HeddleError):
                         exc.add_note(
@@ -378,10 +404,8 @@ class Controller:
                 state.status = SUCCEEDED
                 state.output = literal
                 state.finished_at = now
-                attempt.status = SUCCEEDED
-                attempt.finished_at = now
                 self.journal.put_action(state)
-                self.journal.put_attempt(attempt)
+                self._finish_attempt(record, attempt, SUCCEEDED, now=now)
                 if state.cache_key is not None:
                     self.journal.put_cache(
                         {
@@ -400,8 +424,75 @@ class Controller:
             if call.limiter is not None:
                 call.limiter.release()
 
+    async def _load_children(self, parent_id: str) -> None:
+        children = await asyncio.to_thread(self.store.actions_of_parent, self.run_id, parent_id)
+        for child in children:
+            if child.status == SUCCEEDED:
+                self._prior.setdefault(child.id, child)
+
+    def _start_attempt(
+        self, call: PreparedCall, state: ActionState, attempt: Attempt
+    ) -> AttemptState:
+        now = time.time()
+        state.attempts = attempt.number
+        state.status = RUNNING
+        state.started_at = now
+        record = AttemptState(
+            call.action_id,
+            attempt.number,
+            self.run_id,
+            RUNNING,
+            call.spec.version,
+            attempt.worker,
+            None,
+            None,
+            now,
+            None,
+        )
+        self.journal.put_action(state)
+        self.journal.put_attempt(record)
+        self.stats.running += 1
+        return record
+
+    def _finish_attempt(
+        self,
+        record: AttemptState,
+        attempt: Attempt,
+        status: str,
+        error: str | None = None,
+        now: float | None = None,
+    ) -> None:
+        record.status = status
+        record.error = error
+        record.worker = attempt.worker
+        record.cpu_seconds = attempt.cpu_seconds
+        record.peak_rss = attempt.peak_rss
+        record.finished_at = now or time.time()
+        self.journal.put_attempt(record)
+
+    def _finish_failed(
+        self,
+        state: ActionState,
+        record: AttemptState,
+        attempt: Attempt,
+        failure: failures.Failure,
+        status: str,
+    ) -> None:
+        now = time.time()
+        state.status = status
+        state.error = failure.to_json()
+        state.finished_at = now
+        self.journal.put_action(state)
+        self._finish_attempt(record, attempt, status, error=state.error, now=now)
+
+    @staticmethod
+    def _more_memory(spec: TaskSpec, resources: Resources, exc: OOMError) -> Resources:
+        assert spec.oom is not None
+        current = resources.memory_bytes or exc.limit_bytes or exc.peak_bytes or 2**30
+        return Resources(cpu=resources.cpu, memory=spec.oom.next_memory(current), gpu=resources.gpu)
+
     async def _admit(self, call: PreparedCall) -> None:
-        """Wait for a concurrency slot, within the task's max queued time."""
+        """Wait for a concurrency slot (heddle.map), within the task's max queued time."""
         assert call.limiter is not None
         timeout = call.spec.timeout.queued_seconds if call.spec.timeout else None
         if timeout is None:
@@ -411,22 +502,7 @@ class Controller:
             async with asyncio.timeout(timeout):
                 await call.limiter.acquire()
         except TimeoutError:
-            from heddle._errors import TimeoutError as HeddleTimeout
-
             raise HeddleTimeout(call.spec.name, timeout, phase="queued") from None
-
-    def _finish_failed(
-        self, state: ActionState, attempt: AttemptState, failure: failures.Failure, status: str
-    ) -> None:
-        now = time.time()
-        state.status = status
-        state.error = failure.to_json()
-        state.finished_at = now
-        attempt.status = status
-        attempt.error = state.error
-        attempt.finished_at = now
-        self.journal.put_action(state)
-        self.journal.put_attempt(attempt)
 
     # -- recorded steps (traces, durable sleep and clock) -----------------------------
 
@@ -436,7 +512,22 @@ class Controller:
         """Derive a step's id; return its state and its recorded output if it already ran."""
         ih = input_hash(encoded_inputs)
         n, seq = parent.next_call(f"{kind}:{name}", ih)
-        aid = action_id(self.run_id, parent.action_id, f"{kind}:{name}", ih, n)
+        return self.open_step(
+            parent.action_id, seq, kind, name, encoded_inputs, ih, n, current_group.get()
+        )
+
+    def open_step(
+        self,
+        parent_id: str,
+        seq: int,
+        kind: str,
+        name: str,
+        encoded_inputs: bytes,
+        ih: str,
+        n: int,
+        group: str | None,
+    ) -> tuple[ActionState, bytes | None]:
+        aid = action_id(self.run_id, parent_id, f"{kind}:{name}", ih, n)
         prior = self._prior.pop(aid, None)
         if prior is not None and prior.status == SUCCEEDED and prior.output is not None:
             self.stats.replayed += 1
@@ -445,7 +536,7 @@ class Controller:
         state = ActionState(
             id=aid,
             run_id=self.run_id,
-            parent_id=parent.action_id,
+            parent_id=parent_id,
             seq=seq,
             kind=kind,
             task_name=name,
@@ -468,18 +559,17 @@ class Controller:
         """For a step that started before a crash but did not finish (durable sleep)."""
         return None if state.output is None else self.literals.from_literal(state.output)
 
-    async def record_step(
-        self,
-        state: ActionState,
-        out: bytes | None = None,
-        exc: BaseException | None = None,
-        *,
-        final: bool = True,
+    def note_step(self, state: ActionState) -> None:
+        """Journal a step as running, without waiting (call on the loop's thread)."""
+        self.journal.put_action(state)
+
+    def _apply_step(
+        self, state: ActionState, out: bytes | None, failure: failures.Failure | None, final: bool
     ) -> None:
         now = time.time()
-        if exc is not None:
+        if failure is not None:
             state.status = FAILED
-            state.error = failures.failure_of(exc).to_json()
+            state.error = failure.to_json()
             state.finished_at = now
         else:
             if out is not None:
@@ -488,12 +578,42 @@ class Controller:
                 state.status = SUCCEEDED
                 state.finished_at = now
         self.journal.put_action(state)
+
+    async def record_step(
+        self,
+        state: ActionState,
+        out: bytes | None = None,
+        exc: BaseException | None = None,
+        *,
+        final: bool = True,
+    ) -> None:
+        """Durably record a step's output (or failure)."""
+        self._apply_step(state, out, None if exc is None else failures.failure_of(exc), final)
         await self.journal.durable()
 
-    def record_step_blocking(
-        self, state: ActionState, out: bytes | None = None, exc: BaseException | None = None
+    async def record_step_failure(
+        self, state: ActionState, out: bytes | None, failure_json: str | None, final: bool
     ) -> None:
-        self.call_on_loop(lambda: self.record_step(state, out, exc))
+        """record_step for a step whose failure was already serialised (in a worker)."""
+        failure = None if failure_json is None else failures.Failure.from_json(failure_json)
+        self._apply_step(state, out, failure, final)
+        await self.journal.durable()
+
+    def record_step_sync(
+        self,
+        state: ActionState,
+        out: bytes | None = None,
+        exc: BaseException | None = None,
+        *,
+        final: bool = True,
+    ) -> None:
+        """record_step for sync code, on the loop's thread or on a worker thread."""
+        if self.on_loop_thread():
+            # Sync code on the loop's thread cannot await: write the batch right now.
+            self._apply_step(state, out, None if exc is None else failures.failure_of(exc), final)
+            self.journal.flush_now()
+        else:
+            self.call_on_loop(lambda: self.record_step(state, out, exc, final=final))
 
     def call_on_loop(self, make: Callable[[], Awaitable[Any]]) -> Any:
         """Run a coroutine on the controller's loop from a worker thread and wait for it."""

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +57,28 @@ def owner_alive(owner: str | None, heartbeat_at: float | None, now: float | None
     return heartbeat_at is not None and now - heartbeat_at < LEASE_SECONDS
 
 
+_GC_THRESHOLD = (50_000, 20, 100)
+
+
+@contextlib.contextmanager
+def _collector_tuned_for_runs() -> Iterator[None]:
+    """Collect garbage less often while a run is driven.
+
+    A fan-out keeps every child's state alive until it completes, so the default
+    gen-0 threshold (700 allocations) runs hundreds of useless collections over the
+    same live objects: a quarter of a 10,000-child run. Freezing what existed
+    before the run also keeps full collections from walking the program's own heap.
+    """
+    before = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(*_GC_THRESHOLD)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
+
+
 @dataclass
 class RunOutcome:
     status: str
@@ -89,6 +113,10 @@ class Driver:
         self.controller: Controller | None = None
 
     async def drive(self) -> RunOutcome:
+        with _collector_tuned_for_runs():
+            return await self._drive()
+
+    async def _drive(self) -> RunOutcome:
         loop = asyncio.get_running_loop()
         controller = Controller(
             self.store,

@@ -22,6 +22,7 @@ from heddle._errors import (
     RunAbortedError,
     TaskError,
     TimeoutError,
+    WorkerLostError,
 )
 
 USER = "user"
@@ -77,6 +78,8 @@ def classify(exc: BaseException) -> str:
         return OOM
     if isinstance(exc, RunAbortedError):
         return ABORTED
+    if isinstance(exc, WorkerLostError):
+        return SYSTEM
     return USER
 
 
@@ -95,7 +98,7 @@ def failure_of(exc: BaseException, kind: str | None = None) -> Failure:
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """User errors are retried; a NonRecoverableError, timeout of the whole budget or abort is not."""
+    """User errors, timeouts and OOMs are retried; NonRecoverableError and aborts are not."""
     return not isinstance(exc, NonRecoverableError | RunAbortedError)
 
 

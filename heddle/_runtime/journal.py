@@ -55,6 +55,8 @@ class AttemptState:
     output: bytes | None
     started_at: float
     finished_at: float | None
+    cpu_seconds: float | None = None
+    peak_rss: int | None = None
 
 
 class Journal:

@@ -6,6 +6,7 @@ when they are made so that a bad value fails at decoration time, not mid-run.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -76,7 +77,9 @@ class Resources:
                 raise ConfigError(f"cpu must be positive, got {self.cpu!r}")
         if self.memory is not None:
             parse_memory(self.memory)
-        if self.gpu is not None and (not isinstance(self.gpu, int) or self.gpu < 0):
+        if self.gpu is not None and (
+            isinstance(self.gpu, bool) or not isinstance(self.gpu, int) or self.gpu < 0
+        ):
             raise ConfigError(f"gpu must be a non-negative integer, got {self.gpu!r}")
 
     @property
@@ -164,6 +167,69 @@ class Cache:
             object.__setattr__(self, "ignored_inputs", (self.ignored_inputs,))
 
 
+@dataclass(frozen=True)
+class Secret:
+    """A secret a task needs, read in the driver and handed to the task's process as an
+    environment variable named ``name``. Never written to the store or to logs.
+
+    The value comes from the driver's environment variable ``env`` (default: ``name``)
+    or, if ``file`` is given, from that file.
+    """
+
+    name: str
+    env: str | None = None
+    file: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.replace("_", "").isalnum():
+            raise ConfigError(
+                f"secret name must be an environment variable name, got {self.name!r}"
+            )
+
+    def value(self) -> str:
+        if self.file is not None:
+            try:
+                with open(self.file, encoding="utf-8") as f:
+                    return f.read().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"secret {self.name!r}: cannot read {self.file}: {exc.strerror}"
+                ) from None
+        source = self.env or self.name
+        try:
+            return os.environ[source]
+        except KeyError:
+            raise ConfigError(
+                f"secret {self.name!r}: environment variable {source!r} is not set"
+            ) from None
+
+
+@dataclass(frozen=True)
+class OOMRetry:
+    """Retry an action that ran out of memory with more memory.
+
+    Each retry multiplies the memory request by ``factor`` (capped at ``max_memory``).
+    This budget is separate from the task's ordinary retries.
+    """
+
+    count: int = 2
+    factor: float = 2.0
+    max_memory: int | str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 0:
+            raise ConfigError(f"OOMRetry count must be a non-negative integer, got {self.count!r}")
+        if self.factor <= 1:
+            raise ConfigError(f"OOMRetry factor must be > 1, got {self.factor!r}")
+        if self.max_memory is not None:
+            parse_memory(self.max_memory)
+
+    def next_memory(self, current: int) -> int:
+        grown = int(current * self.factor)
+        cap = None if self.max_memory is None else parse_memory(self.max_memory)
+        return grown if cap is None else min(grown, cap)
+
+
 def to_cache(value: Cache | str | bool | None) -> Cache | None:
     if value is None or value is False or value == "disable":
         return None
@@ -217,3 +283,10 @@ class TaskSpec:
     resources: Resources = field(default_factory=Resources)
     env_vars: Mapping[str, str] = field(default_factory=dict)
     environment: str = "default"
+    oom: OOMRetry | None = None
+    # Retries for system failures (a worker process died, a node was lost): a budget
+    # of its own, so infrastructure trouble does not eat the task's retries.
+    system_retries: int = 3
+    # How a worker process finds this task again (heddle._sdk.task.TaskRef).
+    ref: Any = None
+    secrets: tuple[Secret, ...] = ()

@@ -14,11 +14,13 @@ from pathlib import Path
 from heddle._errors import ConfigError
 from heddle._runtime.controller import Executor
 from heddle._runtime.literals import LiteralStore
+from heddle._runtime.spec import Resources
 from heddle._storage import BlobStore
-from heddle._types.sink import set_default_sink
 from heddle._store import Store, sqlite_url
+from heddle._types.sink import set_default_sink
 
-EXECUTORS = ("inline",)
+EXECUTORS = ("process", "inline")
+DEFAULT_EXECUTOR = "process"
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class Settings:
     db_url: str
     storage_url: str
     executor: str
+    capacity: Resources | None = None
 
 
 def resolve_settings(
@@ -34,16 +37,21 @@ def resolve_settings(
     db_url: str | None = None,
     storage_url: str | None = None,
     executor: str | None = None,
+    capacity: Resources | None = None,
 ) -> Settings:
     home = Path(root or os.environ.get("HEDDLE_HOME") or Path.cwd() / ".heddle").resolve()
     if home.exists() and not home.is_dir():
         raise ConfigError(f"Heddle home {home} exists and is not a directory")
     db = db_url or os.environ.get("HEDDLE_DB_URL") or sqlite_url(home / "heddle.db")
     storage = storage_url or os.environ.get("HEDDLE_STORAGE_URL") or str(home / "storage")
-    ex = executor or os.environ.get("HEDDLE_EXECUTOR") or "inline"
+    ex = executor or os.environ.get("HEDDLE_EXECUTOR") or DEFAULT_EXECUTOR
     if ex not in EXECUTORS:
         raise ConfigError(f"unknown executor {ex!r}: choose one of {', '.join(EXECUTORS)}")
-    return Settings(home=home, db_url=db, storage_url=storage, executor=ex)
+    if capacity is not None and not isinstance(capacity, Resources):
+        raise ConfigError(
+            f"capacity must be heddle.Resources(cpu=..., memory=..., gpu=...), got {capacity!r}"
+        )
+    return Settings(home=home, db_url=db, storage_url=storage, executor=ex, capacity=capacity)
 
 
 class Session:
@@ -62,6 +70,16 @@ class Session:
             from heddle._executors.inline import InlineExecutor
 
             return InlineExecutor()
+        if name == "process":
+            from heddle._executors.process import ProcessExecutor
+            from heddle._sdk.task import resolve_task
+
+            return ProcessExecutor(
+                self.settings.storage_url,
+                resolve=lambda ref: resolve_task(ref).spec,
+                capacity=self.settings.capacity,
+                secrets=lambda spec: {s.name: s.value() for s in spec.secrets},
+            )
         raise ConfigError(f"unknown executor {name!r}: choose one of {', '.join(EXECUTORS)}")
 
     def close(self) -> None:
@@ -78,10 +96,13 @@ def init(
     db_url: str | None = None,
     storage_url: str | None = None,
     executor: str | None = None,
+    capacity: Resources | None = None,
 ) -> Session:
-    """Set where runs are stored (``root`` for both, or a database URL and a storage URL)."""
+    """Set where runs are stored (``root`` for both, or a database URL and a storage URL),
+    the default executor ("process" or "inline") and, for the process executor, the
+    machine capacity to schedule against (detected when not given)."""
     global _session
-    settings = resolve_settings(root, db_url, storage_url, executor)
+    settings = resolve_settings(root, db_url, storage_url, executor, capacity)
     with _lock:
         if _session is not None:
             _session.close()

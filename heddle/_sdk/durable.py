@@ -15,7 +15,6 @@ import msgspec
 from heddle._errors import ConfigError
 from heddle._runtime.context import ActionContext, current_action
 from heddle._runtime.journal import ActionState
-from heddle._sdk.trace import record_sync
 
 _ENC = msgspec.msgpack.Encoder()
 
@@ -72,11 +71,11 @@ def sleep_sync(duration: float | timedelta) -> None:
     if deadline is None:
         return
     if state.output is None:
-        record_sync(c, state, _ENC.encode(deadline), final=False)
+        c.record_step_sync(state, _ENC.encode(deadline), final=False)
     remaining = deadline - time.time()
     if remaining > 0:
         time.sleep(remaining)
-    record_sync(c, state)
+    c.record_step_sync(state)
 
 
 def now() -> datetime:
@@ -88,5 +87,5 @@ def now() -> datetime:
     state, out = c.begin_step(ctx, "now", "durable.now", b"")
     if out is None:
         out = _ENC.encode(time.time())
-        record_sync(c, state, out)
+        c.record_step_sync(state, out)
     return datetime.fromtimestamp(float(msgspec.msgpack.decode(out)), UTC)

@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from heddle._errors import ConfigError
-from heddle._runtime.spec import Cache, Resources, RetryStrategy, Timeout
+from heddle._runtime.spec import Cache, OOMRetry, Resources, RetryStrategy, Secret, Timeout
 
 if TYPE_CHECKING:
     from heddle._sdk.task import Task
@@ -32,6 +32,7 @@ class TaskEnvironment:
     retries: int | RetryStrategy | None = None
     timeout: float | timedelta | Timeout | None = None
     image: Any = None
+    secrets: tuple[Secret, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -64,6 +65,7 @@ class TaskEnvironment:
         cache: Cache | str | bool | None = None,
         resources: Resources | None = None,
         env_vars: Mapping[str, str] | None = None,
+        oom: OOMRetry | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(
@@ -77,6 +79,7 @@ class TaskEnvironment:
         cache: Cache | str | bool | None = None,
         resources: Resources | None = None,
         env_vars: Mapping[str, str] | None = None,
+        oom: OOMRetry | None = None,
     ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
         """Register a function as a task: ``@env.task`` or ``@env.task(retries=3, ...)``."""
         from heddle._sdk.task import Task, TaskOptions
@@ -89,6 +92,7 @@ class TaskEnvironment:
                 cache=cache if cache is not None else self.cache,
                 resources=resources if resources is not None else self.resources,
                 env_vars={**self.env_vars, **(env_vars or {})},
+                oom=oom,
             )
             return Task(f, self, options)
 

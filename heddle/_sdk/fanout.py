@@ -40,7 +40,13 @@ class MapCall:
 
     async def _run(self) -> list[Any]:
         ctx = current_action.get()
-        args_list = list(zip(*self.iterables, strict=True))
+        columns = [list(it) for it in self.iterables]
+        if len({len(c) for c in columns}) > 1:
+            raise HeddleError(
+                f"heddle.map({self.task.name}): the iterables have different lengths "
+                f"({', '.join(str(len(c)) for c in columns)}); each call takes one item of each"
+            )
+        args_list = list(zip(*columns, strict=True))
         if ctx is None:
             return await self._run_plain(args_list)
         controller = ctx.controller

@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from heddle._errors import ConfigError
 from heddle._runtime.context import current_group
 
+MAX_GROUP_NAME = 200  # the store's column width, the same on every backend
+
 
 @contextmanager
 def group(name: str) -> Iterator[None]:
@@ -18,7 +20,12 @@ def group(name: str) -> Iterator[None]:
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"group name must be a non-empty string, got {name!r}")
     outer = current_group.get()
-    token = current_group.set(f"{outer}/{name}" if outer else name)
+    full = f"{outer}/{name}" if outer else name
+    if len(full) > MAX_GROUP_NAME:
+        raise ConfigError(
+            f"group name {full[:40]!r}... is {len(full)} characters; the limit is {MAX_GROUP_NAME}"
+        )
+    token = current_group.set(full)
     try:
         yield
     finally:

@@ -118,3 +118,27 @@ def load(program_json: str) -> Task[Any, Any]:
         return find_task(module, program["task"])
     except LookupError as exc:
         raise RecoveryError(str(exc)) from None
+
+
+def find_by_ref(module_name: str, file: str | None, qualname: str, name: str) -> Task[Any, Any]:
+    """Import a task's module in this process (a worker) and return the task."""
+    module: ModuleType | None = sys.modules.get(module_name)
+    if module is None and module_name != "__main__":
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            module = None
+    if module is None or (
+        module_name == "__main__" and not hasattr(module, qualname.split(".")[0])
+    ):
+        if not file or not Path(file).is_file():
+            raise RecoveryError(
+                f"cannot find the code of task {name!r}: module {module_name!r}, file {file}"
+            )
+        module = load_file(file)
+    obj: Any = module
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    if isinstance(obj, Task):
+        return obj
+    return find_task(module, name)

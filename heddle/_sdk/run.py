@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from heddle._errors import HeddleError, RecoveryError, RunFailedError
+from heddle._errors import ConfigError, HeddleError, RecoveryError, RunFailedError
 from heddle._runtime import failures
 from heddle._runtime.context import current_action
 from heddle._runtime.controller import Stats
@@ -20,6 +20,8 @@ from heddle._sdk import program
 from heddle._sdk.config import Session, get_session
 from heddle._sdk.task import Task
 from heddle._store import FINAL_STATES, RUNNING, SUCCEEDED, ActionRecord, RunRecord
+
+MAX_RUN_NAME = 200  # the store's column width, the same on every backend
 
 
 class Run:
@@ -148,6 +150,10 @@ def run(
         )
     if current_action.get() is not None:
         raise HeddleError("heddle.run cannot start a run inside a task: call the task directly")
+    if name is not None and (not isinstance(name, str) or not 0 < len(name) <= MAX_RUN_NAME):
+        raise ConfigError(
+            f"run name must be a string of 1 to {MAX_RUN_NAME} characters, got {name!r:.60}"
+        )
     session = get_session()
     encoded = task.spec.encode_inputs(task.bind(args, kwargs))
     run_id = new_run_id()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import os
+import sys
 import textwrap
 import typing
 from collections.abc import Awaitable, Callable, Generator, Mapping
@@ -16,11 +18,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+import cloudpickle
+
 from heddle._errors import ConfigError, HeddleError
 from heddle._runtime.context import current_action
 from heddle._runtime.ids import source_version
 from heddle._runtime.spec import (
     Cache,
+    OOMRetry,
     Resources,
     RetryStrategy,
     TaskSpec,
@@ -46,6 +51,17 @@ class TaskOptions:
     cache: Cache | str | bool | None = None
     resources: Resources = field(default_factory=Resources)
     env_vars: Mapping[str, str] = field(default_factory=dict)
+    oom: OOMRetry | None = None
+
+
+class _LazyRef:
+    """Computes a task's ref only when an executor asks for it (pickling is not free)."""
+
+    def __init__(self, task: Task[Any, Any]) -> None:
+        self._task = task
+
+    def get(self) -> TaskRef:
+        return self._task.ref
 
 
 def _source_of(fn: Callable[..., Any]) -> str:
@@ -54,6 +70,48 @@ def _source_of(fn: Callable[..., Any]) -> str:
     except (OSError, TypeError):
         code = getattr(fn, "__code__", None)
         return repr(code.co_code) + repr(code.co_consts) if code is not None else repr(fn)
+
+
+@dataclass(frozen=True)
+class TaskRef:
+    """How another process finds a task: by module and name, or by value.
+
+    Functions that cannot be imported by reference (defined inside a function)
+    travel pickled by value; ``options`` carries any ``override(...)``.
+    """
+
+    module: str
+    file: str | None
+    qualname: str
+    name: str
+    options: TaskOptions
+    pickled: bytes | None = None
+
+
+_resolved: dict[tuple[str, str, str, str], Task[Any, Any]] = {}
+
+
+def resolve_task(ref: TaskRef) -> Task[Any, Any]:
+    """The Task a ref names, importing its module (or unpickling it) the first time."""
+    key = (ref.module, ref.qualname, ref.name, repr(ref.options))
+    task = _resolved.get(key)
+    if task is not None:
+        return task
+    if ref.file:
+        folder = os.path.dirname(ref.file)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    base: Any = None
+    if ref.pickled is not None:
+        fn, env = cloudpickle.loads(ref.pickled)
+        base = Task(fn, env, ref.options)
+    else:
+        from heddle._sdk import program
+
+        base = program.find_by_ref(ref.module, ref.file, ref.qualname, ref.name)
+    task = base if base.options == ref.options else Task(base.fn, base.env, ref.options)
+    _resolved[key] = task
+    return task
 
 
 class Task(Generic[P, R]):
@@ -67,6 +125,8 @@ class Task(Generic[P, R]):
         self.options = options
         functools.update_wrapper(self, fn)
         self.name = options.name or f"{env.name}.{fn.__name__}"
+        if len(self.name) > 300:
+            raise ConfigError(f"task name {self.name[:40]!r}... is longer than 300 characters")
         self.is_async = inspect.iscoroutinefunction(fn)
         self.codec = CallCodec(fn, self.name)
         self.signature = self.codec.signature
@@ -88,6 +148,7 @@ class Task(Generic[P, R]):
             repr(self.resources),
             repr(sorted(options.env_vars.items())),
             repr(env.image),
+            repr(sorted(x.name for x in env.secrets)),  # names only: values never leave the driver
         )
         self.spec = TaskSpec(
             name=self.name,
@@ -105,10 +166,29 @@ class Task(Generic[P, R]):
             resources=self.resources,
             env_vars=dict(options.env_vars),
             environment=env.name,
+            oom=options.oom,
+            ref=_LazyRef(self),
+            secrets=env.secrets,
         )
 
     def __repr__(self) -> str:
         return f"<heddle task {self.name} v{self.version}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickle what defines the task, not its derived codecs and spec.
+        return (Task, (self.fn, self.env, self.options))
+
+    @functools.cached_property
+    def ref(self) -> TaskRef:
+        fn = self.fn
+        try:
+            file: str | None = os.path.abspath(inspect.getfile(fn))
+        except (TypeError, OSError):
+            file = None
+        pickled = None
+        if "<locals>" in fn.__qualname__ or file is None:
+            pickled = cloudpickle.dumps((fn, self.env))
+        return TaskRef(fn.__module__, file, fn.__qualname__, self.name, self.options, pickled)
 
     def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Match call arguments to parameters, with defaults; InputError if they don't fit."""
@@ -149,6 +229,7 @@ class Task(Generic[P, R]):
         timeout: float | timedelta | Timeout | None = None,
         cache: Cache | str | bool | None = None,
         env_vars: Mapping[str, str] | None = None,
+        oom: OOMRetry | None = None,
     ) -> Task[P, R]:
         """A copy of this task with some settings changed (same name, same action ids)."""
         opts = TaskOptions(
@@ -158,6 +239,7 @@ class Task(Generic[P, R]):
             cache=cache if cache is not None else self.options.cache,
             resources=resources if resources is not None else self.options.resources,
             env_vars={**self.options.env_vars, **(env_vars or {})},
+            oom=oom if oom is not None else self.options.oom,
         )
         return Task(self.fn, self.env, opts)
 

@@ -69,6 +69,8 @@ class AttemptRecord:
     output: bytes | None
     started_at: float
     finished_at: float | None
+    cpu_seconds: float | None = None
+    peak_rss: int | None = None
 
 
 @dataclass(slots=True)

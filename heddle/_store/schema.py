@@ -7,6 +7,7 @@ handling. Literals are opaque bytes produced by the runtime (inline value or blo
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Float,
     Index,
@@ -82,6 +83,8 @@ attempts = Table(
     Column("output", LargeBinary, nullable=True),
     Column("started_at", Float, nullable=False),
     Column("finished_at", Float, nullable=True),
+    Column("cpu_seconds", Float, nullable=True),
+    Column("peak_rss", BigInteger, nullable=True),
     sqlite_with_rowid=False,
 )
 

@@ -38,7 +38,7 @@ from heddle._store.records import (
 )
 from heddle._store.schema import actions, attempts, cache_entries, runs
 
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 _ACTION_UPDATE = (
@@ -64,9 +64,12 @@ _ATTEMPT_UPDATE = (
     .where(attempts.c.number == bindparam("_number"))
     .values(
         status=bindparam("status"),
+        worker=bindparam("worker"),
         error=bindparam("error"),
         output=bindparam("output"),
         finished_at=bindparam("finished_at"),
+        cpu_seconds=bindparam("cpu_seconds"),
+        peak_rss=bindparam("peak_rss"),
     )
 )
 
@@ -161,6 +164,8 @@ def _row_to_attempt(row: Any) -> AttemptRecord:
         output=None if m["output"] is None else bytes(m["output"]),
         started_at=m["started_at"],
         finished_at=m["finished_at"],
+        cpu_seconds=m["cpu_seconds"],
+        peak_rss=m["peak_rss"],
     )
 
 
@@ -171,8 +176,11 @@ class Store:
         self.url = url
         self._engine = _make_engine(url)
         self.dialect = self._engine.dialect.name
+        dbapi = self._engine.dialect.dbapi
+        self._dbapi_errors: type[Exception] = getattr(dbapi, "Error", SQLAlchemyError)
         self._write_lock = threading.Lock()
         self._migrate()
+        self._statements = _Statements(self)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -188,6 +196,9 @@ class Store:
         except (OperationalError, DBAPIError) as exc:
             raise StoreError(f"store {self._describe()}: cannot {doing}: {exc.orig}") from exc
         except SQLAlchemyError as exc:
+            raise StoreError(f"store {self._describe()}: cannot {doing}: {exc}") from exc
+        except self._dbapi_errors as exc:
+            # The journal writer talks to the DBAPI connection directly.
             raise StoreError(f"store {self._describe()}: cannot {doing}: {exc}") from exc
 
     def _migrate(self) -> None:
@@ -308,17 +319,12 @@ class Store:
         """Write everything in ``batch`` in one transaction (group commit)."""
         if not batch:
             return
-        with self._write("record actions") as conn:
-            if batch.action_inserts:
-                conn.execute(actions.insert(), batch.action_inserts)
-            if batch.attempt_inserts:
-                conn.execute(attempts.insert(), batch.attempt_inserts)
-            if batch.action_updates:
-                conn.execute(_ACTION_UPDATE, batch.action_updates)
-            if batch.attempt_updates:
-                conn.execute(_ATTEMPT_UPDATE, batch.attempt_updates)
-            if batch.cache_puts:
-                conn.execute(self._insert_ignore(cache_entries), batch.cache_puts)
+        raw = self._engine.raw_connection()
+        try:
+            with self._errors("record actions"), self._write_lock:
+                self._statements.write(raw, batch)
+        finally:
+            raw.close()
 
     def writer(self) -> JournalWriter:
         """A dedicated write path for one run's journal."""
@@ -331,17 +337,35 @@ class Store:
         with self._errors("checkpoint the store"), self._engine.connect() as conn:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
-    def _insert_ignore(self, table: Any) -> Any:
+    def _cache_upsert(self) -> Any:
+        # The newest output for a key wins: "override" replaces, and two runs that
+        # computed the same key concurrently leave one valid entry.
         if self.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-            return pg_insert(table).on_conflict_do_nothing()
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+            stmt: Any = pg_insert(cache_entries)
+        else:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        return sqlite_insert(table).on_conflict_do_nothing()
+            stmt = sqlite_insert(cache_entries)
+        return stmt.on_conflict_do_update(
+            index_elements=["key"],
+            set_={c: stmt.excluded[c] for c in ("output", "run_id", "action_id", "created_at")},
+        )
 
     def actions_of_run(self, run_id: str) -> list[ActionRecord]:
         stmt = select(actions).where(actions.c.run_id == run_id).order_by(actions.c.queued_at)
+        with self._errors("read actions"), self._engine.connect() as conn:
+            return [_row_to_action(r) for r in conn.execute(stmt)]
+
+    def actions_of_parent(self, run_id: str, parent_id: str) -> list[ActionRecord]:
+        """The children an action has called (tasks and recorded steps)."""
+        stmt = (
+            select(actions)
+            .where(actions.c.run_id == run_id)
+            .where(actions.c.parent_id == parent_id)
+            .order_by(actions.c.seq)
+        )
         with self._errors("read actions"), self._engine.connect() as conn:
             return [_row_to_action(r) for r in conn.execute(stmt)]
 
@@ -444,63 +468,68 @@ class _Compiled:
         return [get(r) for r in rows]
 
 
+class _Statements:
+    """The write statements of a group commit, compiled once per store."""
+
+    def __init__(self, store: Store) -> None:
+        dialect = store._engine.dialect
+        self.action_insert = _Compiled(actions.insert(), dialect)
+        self.attempt_insert = _Compiled(attempts.insert(), dialect)
+        self.action_update = _Compiled(_ACTION_UPDATE, dialect)
+        self.attempt_update = _Compiled(_ATTEMPT_UPDATE, dialect)
+        self.cache_upsert = _Compiled(store._cache_upsert(), dialect)
+
+    def write(self, raw: Any, batch: WriteBatch) -> None:
+        """Execute ``batch`` on a DBAPI connection and commit (roll back on error)."""
+        cur = raw.cursor()
+        try:
+            for stmt, rows in (
+                (self.action_insert, batch.action_inserts),
+                (self.attempt_insert, batch.attempt_inserts),
+                (self.action_update, batch.action_updates),
+                (self.attempt_update, batch.attempt_updates),
+                (self.cache_upsert, batch.cache_puts),
+            ):
+                if rows:
+                    cur.executemany(stmt.sql, stmt.params(rows))
+            raw.commit()
+        except BaseException:
+            raw.rollback()
+            raise
+        finally:
+            cur.close()
+
+
 class JournalWriter:
     """The runtime's write path: one dedicated connection and pre-compiled statements.
 
     Group commits are frequent and small (one per loop turn), so this skips
     SQLAlchemy's per-statement compilation and pool checkout and goes straight to
-    the DBAPI cursor. On SQLite, checkpoints are left to ``checkpoint()`` (called
-    off the hot path) instead of running inside a commit.
+    the DBAPI cursor. On SQLite, checkpoints are left to ``Store.checkpoint()``
+    (called off the hot path) instead of running inside a commit.
     """
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        engine = store._engine
-        dialect = engine.dialect
-        self._raw = engine.raw_connection()
-        if store.dialect == "sqlite":
-            cur = self._raw.cursor()
-            cur.execute("PRAGMA wal_autocheckpoint=0")
-            cur.close()
-        self._action_insert = _Compiled(actions.insert(), dialect)
-        self._attempt_insert = _Compiled(attempts.insert(), dialect)
-        self._action_update = _Compiled(_ACTION_UPDATE, dialect)
-        self._attempt_update = _Compiled(_ATTEMPT_UPDATE, dialect)
-        self._cache_insert = _Compiled(store._insert_ignore(cache_entries), dialect)
+        self._raw = store._engine.raw_connection()
+        self._sqlite = store.dialect == "sqlite"
+        if self._sqlite:
+            self._pragma("PRAGMA wal_autocheckpoint=0")
+
+    def _pragma(self, sql: str) -> None:
+        cur = self._raw.cursor()
+        cur.execute(sql)
+        cur.close()
 
     def write(self, batch: WriteBatch) -> None:
         if not batch:
             return
         store = self._store
         with store._errors("record actions"), store._write_lock:
-            cur = self._raw.cursor()
-            try:
-                if batch.action_inserts:
-                    cur.executemany(
-                        self._action_insert.sql, self._action_insert.params(batch.action_inserts)
-                    )
-                if batch.attempt_inserts:
-                    cur.executemany(
-                        self._attempt_insert.sql, self._attempt_insert.params(batch.attempt_inserts)
-                    )
-                if batch.action_updates:
-                    cur.executemany(
-                        self._action_update.sql, self._action_update.params(batch.action_updates)
-                    )
-                if batch.attempt_updates:
-                    cur.executemany(
-                        self._attempt_update.sql, self._attempt_update.params(batch.attempt_updates)
-                    )
-                if batch.cache_puts:
-                    cur.executemany(
-                        self._cache_insert.sql, self._cache_insert.params(batch.cache_puts)
-                    )
-                self._raw.commit()
-            except BaseException:
-                self._raw.rollback()
-                raise
-            finally:
-                cur.close()
+            store._statements.write(self._raw, batch)
 
     def close(self) -> None:
+        if self._sqlite:
+            # The connection goes back to the pool: restore the default.
+            self._pragma("PRAGMA wal_autocheckpoint=1000")
         self._raw.close()

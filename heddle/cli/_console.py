@@ -16,6 +16,10 @@ from rich.text import Text
 
 from heddle._runtime import failures
 
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
 STATUS_STYLES = {
     "queued": "grey62",
     "running": "yellow",
@@ -45,7 +49,7 @@ def stderr() -> Console:
 
 def error(message: str) -> None:
     """One red line on stderr; the caller decides the exit code."""
-    stderr().print(Text(f"error: {message}", style="bold red"), highlight=False)
+    stderr().print(Text(f"error: {message}", style="bold red"), highlight=False, soft_wrap=True)
 
 
 def status_text(status: str) -> Text:
@@ -107,6 +111,13 @@ def short_type(type_name: str) -> str:
 def one_line(text: str, limit: int = 160) -> str:
     first = text.strip().splitlines()[0] if text.strip() else ""
     return first if len(first) <= limit else first[: limit - 1] + "…"
+
+
+def print_json(data: Any) -> None:
+    """JSON on stdout, unwrapped and uncoloured, for scripts."""
+    import click
+
+    click.echo(json.dumps(data, indent=2, default=repr))
 
 
 def to_json(value: Any) -> str:

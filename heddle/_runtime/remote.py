@@ -1,0 +1,201 @@
+"""The controller as a worker process sees it: every durable decision is asked of the driver.
+
+A task body running in a worker derives its children's ids locally (the counters
+belong to the running action), then sends each call, trace and durable step to the
+driver's controller, which stays the single writer of the run's log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from heddle._errors import HeddleError
+from heddle._errors import TimeoutError as HeddleTimeout
+from heddle._runtime import failures
+from heddle._runtime.context import ActionContext, current_group
+from heddle._runtime.controller import PreparedCall
+from heddle._runtime.ids import action_id, input_hash
+from heddle._runtime.journal import ActionState
+from heddle._runtime.spec import TaskSpec
+
+# Message kinds. Worker -> driver: READY, DONE, CALL, STEP. Driver -> worker: RUN, REPLY, STOP.
+READY = "ready"
+DONE = "done"
+CALL = "call"
+STEP = "step"
+RUN = "run"
+REPLY = "reply"
+STOP = "stop"
+
+
+class RemoteController:
+    """Stands in for the Controller inside a worker process (one running action at a time)."""
+
+    def __init__(
+        self,
+        send: Callable[[tuple[Any, ...]], None],
+        run_id: str,
+        job_id: int,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._send = send
+        self.run_id = run_id
+        self.job_id = job_id
+        self.loop = loop
+        self.loop_thread = threading.get_ident()
+        self.aborting = False
+        self._ids = itertools.count(1)
+        self._pending: dict[int, concurrent.futures.Future[tuple[bool, Any]]] = {}
+        self._prior_outputs: dict[str, bytes | None] = {}
+
+    # -- transport -------------------------------------------------------------------
+
+    def _request(self, *message: Any) -> concurrent.futures.Future[tuple[bool, Any]]:
+        req_id = next(self._ids)
+        fut: concurrent.futures.Future[tuple[bool, Any]] = concurrent.futures.Future()
+        self._pending[req_id] = fut
+        self._send((message[0], self.job_id, req_id, *message[1:]))
+        return fut
+
+    def deliver(self, req_id: int, ok: bool, payload: Any) -> None:
+        """Called by the worker's reader thread when the driver replies."""
+        fut = self._pending.pop(req_id, None)
+        if fut is not None and not fut.done():
+            fut.set_result((ok, payload))
+
+    def fail_all(self, exc: BaseException) -> None:
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(exc)
+        self._pending.clear()
+
+    # -- calls -----------------------------------------------------------------------
+
+    def prepare(
+        self,
+        spec: TaskSpec,
+        inputs: Mapping[str, Any],
+        parent: ActionContext,
+        limiter: asyncio.Semaphore | None = None,
+    ) -> PreparedCall:
+        encoded = spec.encode_inputs(inputs)
+        ih = input_hash(encoded)
+        n, seq = parent.next_call(spec.name, ih)
+        aid = action_id(self.run_id, parent.action_id, spec.name, ih, n)
+        return PreparedCall(
+            spec, aid, encoded, ih, seq, parent.action_id, current_group.get(), limiter
+        )
+
+    async def run(self, call: PreparedCall) -> Any:
+        return call.spec.decode_output(await self.run_encoded(call))
+
+    async def run_encoded(self, call: PreparedCall) -> bytes:
+        if call.limiter is not None:
+            await _acquire(call)
+        try:
+            fut = self._request(
+                CALL,
+                call.spec.ref.get(),
+                call.action_id,
+                call.encoded_inputs,
+                call.in_hash,
+                call.seq,
+                call.parent_id,
+                call.group,
+            )
+            ok, payload = await asyncio.wrap_future(fut)
+        finally:
+            if call.limiter is not None:
+                call.limiter.release()
+        if ok:
+            assert isinstance(payload, bytes)
+            return payload
+        raise failures.rebuild(
+            failures.Failure.from_json(payload), call.spec.name, call.action_id, self.run_id
+        )
+
+    def run_blocking(self, call: PreparedCall) -> Any:
+        if self.on_loop_thread():
+            raise HeddleError(
+                f"task {call.spec.name!r} is a sync task called from async code: "
+                f"use `await {call.spec.name.rsplit('.', 1)[-1]}.aio(...)`"
+            )
+        return asyncio.run_coroutine_threadsafe(self.run(call), self.loop).result()
+
+    # -- recorded steps --------------------------------------------------------------
+
+    def begin_step(
+        self, parent: ActionContext, kind: str, name: str, encoded_inputs: bytes
+    ) -> tuple[ActionState, bytes | None]:
+        ih = input_hash(encoded_inputs)
+        n, seq = parent.next_call(f"{kind}:{name}", ih)
+        ok, payload = self._request(
+            STEP,
+            "open",
+            (parent.action_id, seq, kind, name, encoded_inputs, ih, n, current_group.get()),
+        ).result()
+        if not ok:
+            raise HeddleError(f"the driver could not open step {name!r}: {payload}")
+        state, out, prior = payload
+        self._prior_outputs[state.id] = prior
+        return state, out
+
+    def step_prior_output(self, state: ActionState) -> bytes | None:
+        return self._prior_outputs.get(state.id)
+
+    def note_step(self, state: ActionState) -> None:
+        self._send((STEP, self.job_id, 0, "note", (state,)))
+
+    def _record(
+        self, state: ActionState, out: bytes | None, exc: BaseException | None, final: bool
+    ) -> concurrent.futures.Future[tuple[bool, Any]]:
+        failure = None if exc is None else failures.failure_of(exc).to_json()
+        return self._request(STEP, "record", (state, out, failure, final))
+
+    async def record_step(
+        self,
+        state: ActionState,
+        out: bytes | None = None,
+        exc: BaseException | None = None,
+        *,
+        final: bool = True,
+    ) -> None:
+        await asyncio.wrap_future(self._record(state, out, exc, final))
+
+    def record_step_sync(
+        self,
+        state: ActionState,
+        out: bytes | None = None,
+        exc: BaseException | None = None,
+        *,
+        final: bool = True,
+    ) -> None:
+        self._record(state, out, exc, final).result()
+
+    def call_on_loop(self, make: Callable[[], Awaitable[Any]]) -> Any:
+        async def runner() -> Any:
+            return await make()
+
+        return asyncio.run_coroutine_threadsafe(runner(), self.loop).result()
+
+    def on_loop_thread(self) -> bool:
+        return threading.get_ident() == self.loop_thread
+
+
+async def _acquire(call: PreparedCall) -> None:
+    """Wait for a heddle.map concurrency slot within the task's max queued time."""
+    assert call.limiter is not None
+    timeout = call.spec.timeout.queued_seconds if call.spec.timeout else None
+    if timeout is None:
+        await call.limiter.acquire()
+        return
+    try:
+        async with asyncio.timeout(timeout):
+            await call.limiter.acquire()
+    except TimeoutError:
+        raise HeddleTimeout(call.spec.name, timeout, phase="queued") from None

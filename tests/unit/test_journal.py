@@ -1,0 +1,260 @@
+"""The journal's group commit: one transaction per loop turn, durable() after the
+commit, and a failed commit failing every waiter."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+import heddle
+from heddle._runtime.journal import ActionState, AttemptState, Journal
+from heddle._store import Store, WriteBatch
+from heddle._store.schema import metadata
+
+PG_ENV = "HEDDLE_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def shared_store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Store]:
+    """One store per backend for the whole module: a database per test is slow on PostgreSQL."""
+    if request.param == "sqlite":
+        s = Store(f"sqlite:///{tmp_path_factory.mktemp('store') / 'store.db'}")
+        yield s
+        s.close()
+        return
+    base = os.environ.get(PG_ENV)
+    if not base:
+        pytest.skip(f"{PG_ENV} is not set: no PostgreSQL to test against")
+    name = "heddle_t_" + uuid.uuid4().hex[:12]
+    admin = create_engine(
+        make_url(base).set(database="postgres").render_as_string(hide_password=False),
+        isolation_level="AUTOCOMMIT",
+    )
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    s = Store(make_url(base).set(database=name).render_as_string(hide_password=False))
+    try:
+        yield s
+    finally:
+        s.close()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def store(shared_store: Store) -> Store:
+    """The module's store, emptied: every test starts from no runs, actions or cache."""
+    engine = create_engine(shared_store.url)
+    with engine.begin() as conn:
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(table.delete())
+    engine.dispose()
+    return shared_store
+
+
+def action(action_id: str, run_id: str = "rj", **changes: object) -> ActionState:
+    state = ActionState(
+        id=action_id,
+        run_id=run_id,
+        parent_id=None,
+        seq=0,
+        kind="task",
+        task_name="env.t",
+        task_version="v1",
+        group_name=None,
+        status="queued",
+        attempts=0,
+        cached=0,
+        cache_key=None,
+        inputs=None,
+        output=None,
+        error=None,
+        queued_at=time.time(),
+        started_at=None,
+        finished_at=None,
+    )
+    return dataclasses.replace(state, **changes)  # type: ignore[arg-type]
+
+
+def attempt(action_id: str, number: int, status: str = "running") -> AttemptState:
+    return AttemptState(action_id, number, "rj", status, "v1", "w", None, None, time.time(), None)
+
+
+def statuses(store: Store, run_id: str = "rj") -> dict[str, str]:
+    return {a.id: a.status for a in store.actions_of_run(run_id)}
+
+
+def test_puts_in_one_loop_turn_land_in_one_commit(store: Store) -> None:
+    async def main() -> int:
+        journal = Journal(store, asyncio.get_running_loop())
+        for i in range(200):
+            journal.put_action(action(f"a{i:03d}"))
+            journal.put_attempt(attempt(f"a{i:03d}", 1))
+        await journal.durable()
+        journal.close()
+        return journal.commits
+
+    assert asyncio.run(main()) == 1
+    assert len(store.actions_of_run("rj")) == 200
+    assert len(store.attempts_of_run("rj")) == 200
+
+
+def test_puts_in_separate_turns_make_separate_commits(store: Store) -> None:
+    async def main() -> int:
+        journal = Journal(store, asyncio.get_running_loop())
+        for i in range(3):
+            journal.put_action(action(f"a{i}"))
+            await journal.durable()
+        journal.close()
+        return journal.commits
+
+    assert asyncio.run(main()) == 3
+
+
+def test_many_tasks_waiting_in_one_turn_share_one_commit(store: Store) -> None:
+    async def child(journal: Journal, i: int) -> None:
+        journal.put_action(action(f"a{i}"))
+        await journal.durable()
+
+    async def main() -> int:
+        journal = Journal(store, asyncio.get_running_loop())
+        await asyncio.gather(*(child(journal, i) for i in range(50)))
+        journal.close()
+        return journal.commits
+
+    assert asyncio.run(main()) == 1
+    assert len(statuses(store)) == 50
+
+
+def test_durable_resolves_only_after_the_commit(store: Store) -> None:
+    events: list[str] = []
+
+    async def main() -> None:
+        journal = Journal(store, asyncio.get_running_loop())
+        real_write = journal._writer.write
+
+        def write(batch: WriteBatch) -> None:
+            events.append("commit starts")
+            real_write(batch)
+            events.append("commit done")
+
+        journal._writer.write = write  # type: ignore[method-assign]
+
+        async def waiter(name: str) -> None:
+            await journal.durable()
+            events.append(f"{name} resumes")
+            assert statuses(store) == {"a1": "queued"}
+
+        journal.put_action(action("a1"))
+        await asyncio.gather(waiter("w1"), waiter("w2"))
+        journal.close()
+
+    asyncio.run(main())
+    # Waiters resume only once the commit that covers them has finished.
+    assert events[-3:] == ["commit done", "w1 resumes", "w2 resumes"]
+    assert events[0] == "commit starts"
+
+
+def test_nothing_is_written_before_the_loop_turns(store: Store) -> None:
+    async def main() -> None:
+        journal = Journal(store, asyncio.get_running_loop())
+        journal.put_action(action("a1"))
+        assert statuses(store) == {}
+        assert journal.commits == 0
+        await journal.durable()
+        assert statuses(store) == {"a1": "queued"}
+        journal.close()
+
+    asyncio.run(main())
+
+
+def test_later_puts_of_the_same_action_update_its_row(store: Store) -> None:
+    async def main() -> None:
+        journal = Journal(store, asyncio.get_running_loop())
+        state = action("a1")
+        journal.put_action(state)
+        await journal.durable()
+        state.status, state.attempts = "running", 1
+        journal.put_action(state)
+        state.status, state.output = "succeeded", b"i\x01"  # same turn: last state wins
+        journal.put_action(state)
+        await journal.durable()
+        journal.close()
+
+    asyncio.run(main())
+    (row,) = store.actions_of_run("rj")
+    assert (row.status, row.attempts, row.output) == ("succeeded", 1, b"i\x01")
+
+
+def test_mark_persisted_turns_puts_into_updates(store: Store) -> None:
+    store.writer().write(WriteBatch(action_inserts=[action("a1")]))
+
+    async def main() -> None:
+        journal = Journal(store, asyncio.get_running_loop())
+        journal.mark_persisted({"a1"}, set())
+        journal.put_action(action("a1", status="failed"))
+        await journal.durable()
+        journal.close()
+
+    asyncio.run(main())
+    assert statuses(store) == {"a1": "failed"}
+
+
+def test_flush_now_writes_synchronously(store: Store) -> None:
+    async def main() -> None:
+        journal = Journal(store, asyncio.get_running_loop())
+        journal.put_action(action("a1"))
+        journal.flush_now()
+        assert statuses(store) == {"a1": "queued"}
+        assert journal.commits == 1
+        journal.close()
+
+    asyncio.run(main())
+
+
+def _fail_with_duplicate(store: Store) -> tuple[list[object], object, int]:
+    # The row already exists, so the journal's insert violates the primary key.
+    store.writer().write(WriteBatch(action_inserts=[action("adup")]))
+
+    async def main() -> tuple[list[object], object, int]:
+        journal = Journal(store, asyncio.get_running_loop())
+        journal.put_action(action("afresh"))
+        journal.put_action(action("adup"))
+        results = await asyncio.gather(
+            *(journal.durable() for _ in range(5)), return_exceptions=True
+        )
+        try:
+            await journal.durable()
+            later: object = None
+        except Exception as exc:
+            later = exc
+        journal.close()
+        return list(results), later, journal.commits
+
+    return asyncio.run(main())
+
+
+def test_a_failing_write_fails_every_waiter_and_every_later_one(store: Store) -> None:
+    results, later, commits = _fail_with_duplicate(store)
+    assert all(isinstance(r, Exception) for r in results)
+    assert len({id(r) for r in results}) == 1, "every waiter sees the same failure"
+    assert later is results[0]
+    assert commits == 0
+    # The failed transaction is rolled back: the fresh row is not half-written.
+    assert statuses(store) == {"adup": "queued"}
+
+
+def test_a_failing_write_surfaces_as_store_error(store: Store) -> None:
+    results, _later, _commits = _fail_with_duplicate(store)
+    assert isinstance(results[0], heddle.StoreError)

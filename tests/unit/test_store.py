@@ -1,0 +1,430 @@
+"""The store on SQLite and PostgreSQL: runs, actions, attempts, the cache, leases
+and schema migrations."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+import heddle
+from heddle._runtime.journal import ActionState, AttemptState
+from heddle._store import RunRecord, Store, WriteBatch
+from heddle._store.schema import metadata
+
+PG_ENV = "HEDDLE_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def shared_store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Store]:
+    """One store per backend for the whole module: a database per test is slow on PostgreSQL."""
+    if request.param == "sqlite":
+        s = Store(f"sqlite:///{tmp_path_factory.mktemp('store') / 'store.db'}")
+        yield s
+        s.close()
+        return
+    base = os.environ.get(PG_ENV)
+    if not base:
+        pytest.skip(f"{PG_ENV} is not set: no PostgreSQL to test against")
+    name = "heddle_t_" + uuid.uuid4().hex[:12]
+    admin = create_engine(
+        make_url(base).set(database="postgres").render_as_string(hide_password=False),
+        isolation_level="AUTOCOMMIT",
+    )
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    s = Store(make_url(base).set(database=name).render_as_string(hide_password=False))
+    try:
+        yield s
+    finally:
+        s.close()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def store(shared_store: Store) -> Store:
+    """The module's store, emptied: every test starts from no runs, actions or cache."""
+    engine = create_engine(shared_store.url)
+    with engine.begin() as conn:
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(table.delete())
+    engine.dispose()
+    return shared_store
+
+
+def make_run(run_id: str, created_at: float = 1000.0, **changes: Any) -> RunRecord:
+    record = RunRecord(
+        id=run_id,
+        name=None,
+        root_task="env.main",
+        root_action_id="a" + run_id,
+        status="running",
+        program='{"module": "m"}',
+        inputs=b"i\x90",
+        output=None,
+        error=None,
+        executor="inline",
+        owner="host:1:abc",
+        heartbeat_at=created_at,
+        abort_requested=False,
+        created_at=created_at,
+        started_at=created_at,
+        finished_at=None,
+    )
+    return dataclasses.replace(record, **changes)
+
+
+def make_action(run_id: str, action_id: str, **changes: Any) -> ActionState:
+    state = ActionState(
+        id=action_id,
+        run_id=run_id,
+        parent_id=None,
+        seq=0,
+        kind="task",
+        task_name="env.t",
+        task_version="v1",
+        group_name=None,
+        status="queued",
+        attempts=0,
+        cached=0,
+        cache_key=None,
+        inputs=b"i\x91\x01",
+        output=None,
+        error=None,
+        queued_at=time.time(),
+        started_at=None,
+        finished_at=None,
+    )
+    return dataclasses.replace(state, **changes)
+
+
+def make_attempt(run_id: str, action_id: str, number: int, **changes: Any) -> AttemptState:
+    state = AttemptState(
+        action_id=action_id,
+        number=number,
+        run_id=run_id,
+        status="running",
+        task_version="v1",
+        worker="host:1",
+        error=None,
+        output=None,
+        started_at=time.time(),
+        finished_at=None,
+    )
+    return dataclasses.replace(state, **changes)
+
+
+def cache_row(key: str, output: bytes, run_id: str = "r1") -> dict[str, Any]:
+    return {
+        "key": key,
+        "task_name": "env.t",
+        "output": output,
+        "run_id": run_id,
+        "action_id": "a1",
+        "created_at": time.time(),
+    }
+
+
+def journal_writer(store: Store) -> Callable[[WriteBatch], None]:
+    writer = store.writer()
+    return writer.write
+
+
+WRITE_PATHS = {
+    "journal_writer": journal_writer,
+    "write_batch": lambda store: store.write_batch,
+}
+
+
+# -- runs ------------------------------------------------------------------------------
+
+
+def test_created_run_reads_back_field_for_field(store: Store) -> None:
+    run = make_run("rcreate0001", name="nightly", output=b"i\x01", abort_requested=True)
+    store.create_run(run)
+    assert store.get_run("rcreate0001") == run
+
+
+def test_update_run_changes_only_the_given_fields(store: Store) -> None:
+    store.create_run(make_run("rupdate0001"))
+    store.update_run("rupdate0001", status="succeeded", output=b"i\x02", finished_at=5.0)
+    got = store.get_run("rupdate0001")
+    assert (got.status, got.output, got.finished_at) == ("succeeded", b"i\x02", 5.0)
+    assert got.root_task == "env.main" and got.owner == "host:1:abc"
+
+
+def test_get_run_by_unique_prefix(store: Store) -> None:
+    store.create_run(make_run("rabcd1111"))
+    store.create_run(make_run("rxyz22222"))
+    assert store.get_run("rabc").id == "rabcd1111"
+    assert store.get_run("rxyz2").id == "rxyz22222"
+
+
+def test_get_run_refuses_short_unknown_and_wildcard_prefixes(store: Store) -> None:
+    store.create_run(make_run("rabcd1111"))
+    for query in ("rab", "rzzz", "nope", "r%%%", "r___"):
+        with pytest.raises(heddle.RunNotFoundError):
+            store.get_run(query)
+
+
+def test_ambiguous_prefix_says_it_matches_several_runs(store: Store) -> None:
+    store.create_run(make_run("rsame0001"))
+    store.create_run(make_run("rsame0002"))
+    with pytest.raises(heddle.HeddleError, match="several runs"):
+        store.get_run("rsame")
+    assert store.get_run("rsame0002").id == "rsame0002"
+
+
+def test_list_runs_newest_first_with_filters_and_pages(store: Store) -> None:
+    for i in range(7):
+        store.create_run(
+            make_run(
+                f"rlist{i:04d}",
+                created_at=1000.0 + i,
+                status="succeeded" if i % 2 == 0 else "failed",
+                root_task="env.train" if i < 3 else "env.eval",
+                name=f"batch-{i}",
+            )
+        )
+    ids = [r.id[-1] for r in store.list_runs()]
+    assert ids == ["6", "5", "4", "3", "2", "1", "0"]
+    assert [r.id[-1] for r in store.list_runs(limit=3)] == ["6", "5", "4"]
+    assert [r.id[-1] for r in store.list_runs(limit=3, offset=3)] == ["3", "2", "1"]
+    assert [r.id[-1] for r in store.list_runs(limit=3, offset=6)] == ["0"]
+    assert [r.id[-1] for r in store.list_runs(status="failed")] == ["5", "3", "1"]
+    assert [r.id[-1] for r in store.list_runs(task="train")] == ["2", "1", "0"]
+    assert [r.id[-1] for r in store.list_runs(task="eval", status="succeeded")] == ["6", "4"]
+    assert [r.id[-1] for r in store.list_runs(name="batch-5")] == ["5"]
+    assert store.list_runs(name="%") == []
+
+
+# -- actions and attempts --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["journal_writer", "write_batch"])
+def test_batch_inserts_then_updates_actions_and_attempts(store: Store, path: str) -> None:
+    write = WRITE_PATHS[path](store)
+    store.create_run(make_run("rbatch0001"))
+    root = make_action("rbatch0001", "aroot")
+    child = make_action("rbatch0001", "achild", parent_id="aroot", seq=1, group_name="g")
+    attempt = make_attempt("rbatch0001", "achild", 1)
+    write(WriteBatch(action_inserts=[root, child], attempt_inserts=[attempt]))
+
+    child.status, child.attempts, child.output, child.finished_at = "succeeded", 1, b"i\x05", 9.0
+    attempt.status, attempt.output, attempt.finished_at = "succeeded", b"i\x05", 9.0
+    write(WriteBatch(action_updates=[child], attempt_updates=[attempt]))
+
+    actions = {a.id: a for a in store.actions_of_run("rbatch0001")}
+    assert set(actions) == {"aroot", "achild"}
+    got = actions["achild"]
+    assert (got.status, got.attempts, got.output, got.finished_at) == (
+        "succeeded",
+        1,
+        b"i\x05",
+        9.0,
+    )
+    assert (got.parent_id, got.seq, got.group_name, got.cached) == ("aroot", 1, "g", False)
+    assert actions["aroot"].status == "queued"
+    assert store.get_action("achild") == got
+    assert store.get_action("achild", "rbatch0001") == got
+    assert store.get_action("achild", "rother") is None
+    (t,) = store.attempts_of_run("rbatch0001")
+    assert (t.action_id, t.number, t.status, t.output) == ("achild", 1, "succeeded", b"i\x05")
+
+
+def test_updates_touch_only_their_own_run(store: Store) -> None:
+    write = journal_writer(store)
+    one = make_action("rone", "asame")
+    two = make_action("rtwo", "asame")
+    write(WriteBatch(action_inserts=[one, two]))
+    one.status = "failed"
+    write(WriteBatch(action_updates=[one]))
+    assert [a.status for a in store.actions_of_run("rone")] == ["failed"]
+    assert [a.status for a in store.actions_of_run("rtwo")] == ["queued"]
+
+
+def test_failed_batch_writes_nothing(store: Store) -> None:
+    write = journal_writer(store)
+    write(WriteBatch(action_inserts=[make_action("rtx", "a1")]))
+    with pytest.raises(Exception):  # noqa: B017  (the driver's own exception type)
+        write(WriteBatch(action_inserts=[make_action("rtx", "a2"), make_action("rtx", "a1")]))
+    assert [a.id for a in store.actions_of_run("rtx")] == ["a1"]
+    # The writer is usable again after the rollback.
+    write(WriteBatch(action_inserts=[make_action("rtx", "a3")]))
+    assert sorted(a.id for a in store.actions_of_run("rtx")) == ["a1", "a3"]
+
+
+def test_count_actions_per_run_and_status(store: Store) -> None:
+    write = journal_writer(store)
+    write(
+        WriteBatch(
+            action_inserts=[
+                make_action("rc1", "a1", status="succeeded"),
+                make_action("rc1", "a2", status="succeeded"),
+                make_action("rc1", "a3", status="failed"),
+                make_action("rc2", "a4", status="queued"),
+            ]
+        )
+    )
+    assert store.count_actions(["rc1", "rc2", "rc3"]) == {
+        "rc1": {"succeeded": 2, "failed": 1},
+        "rc2": {"queued": 1},
+    }
+    assert store.count_actions([]) == {}
+
+
+# -- cache -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["journal_writer", "write_batch"])
+def test_cache_put_on_an_existing_key_keeps_one_entry_with_the_newest_output(
+    store: Store, path: str
+) -> None:
+    write = WRITE_PATHS[path](store)
+    write(WriteBatch(cache_puts=[cache_row("ck1", b"first")]))
+    # "override" recomputes a key that is already cached: no error, the newest wins.
+    write(WriteBatch(cache_puts=[cache_row("ck1", b"second"), cache_row("ck2", b"other")]))
+    assert store.cache_get("ck1") == b"second"
+    assert store.cache_get("ck2") == b"other"
+    assert store.cache_get("missing") is None
+    assert store.cache_get_many(["ck1", "ck2", "missing"]) == {"ck1": b"second", "ck2": b"other"}
+    assert store.cache_clear() == 2
+
+
+def test_cache_get_many_reads_more_keys_than_one_query_holds(store: Store) -> None:
+    rows = [cache_row(f"k{i:05d}", str(i).encode()) for i in range(1200)]
+    journal_writer(store)(WriteBatch(cache_puts=rows))
+    wanted = [f"k{i:05d}" for i in range(0, 1300, 3)]
+    found = store.cache_get_many(wanted)
+    assert found == {k: str(int(k[1:])).encode() for k in wanted if int(k[1:]) < 1200}
+
+
+def test_cache_clear_by_task_or_all(store: Store) -> None:
+    rows = [cache_row("k1", b"1"), {**cache_row("k2", b"2"), "task_name": "env.u"}]
+    journal_writer(store)(WriteBatch(cache_puts=rows))
+    assert store.cache_clear("env.u") == 1
+    assert store.cache_get("k2") is None and store.cache_get("k1") == b"1"
+    assert store.cache_clear() == 1
+    assert store.cache_get("k1") is None
+
+
+# -- leases and aborts -----------------------------------------------------------------
+
+
+def test_mark_aborted_finishes_the_run_and_its_unfinished_actions(store: Store) -> None:
+    store.create_run(make_run("rabort001"))
+    journal_writer(store)(
+        WriteBatch(
+            action_inserts=[
+                make_action("rabort001", "adone", status="succeeded"),
+                make_action("rabort001", "arun", status="running"),
+                make_action("rabort001", "aqueue", status="queued"),
+                make_action("rabort001", "afail", status="failed"),
+            ],
+            attempt_inserts=[
+                make_attempt("rabort001", "arun", 1),
+                make_attempt("rabort001", "adone", 1, status="succeeded"),
+            ],
+        )
+    )
+    store.mark_aborted("rabort001", '{"kind": "aborted"}')
+    run = store.get_run("rabort001")
+    assert (run.status, run.error, run.heartbeat_at) == ("aborted", '{"kind": "aborted"}', None)
+    assert run.finished_at is not None
+    statuses = {a.id: a.status for a in store.actions_of_run("rabort001")}
+    assert statuses == {
+        "adone": "succeeded",
+        "arun": "aborted",
+        "aqueue": "aborted",
+        "afail": "failed",
+    }
+    attempts = {t.action_id: t.status for t in store.attempts_of_run("rabort001")}
+    assert attempts == {"arun": "aborted", "adone": "succeeded"}
+
+
+def test_claim_run_succeeds_only_for_the_owner_last_seen(store: Store) -> None:
+    store.create_run(make_run("rclaim001", status="failed", owner="old"))
+    assert store.claim_run("rclaim001", "new-1", "old")
+    # A second recoverer that also saw "old" must lose.
+    assert not store.claim_run("rclaim001", "new-2", "old")
+    run = store.get_run("rclaim001")
+    assert (run.owner, run.status, run.finished_at) == ("new-1", "running", None)
+
+
+def test_claim_of_an_unowned_run(store: Store) -> None:
+    store.create_run(make_run("rclaim002", owner=None))
+    assert not store.claim_run("rclaim002", "me", "someone")
+    assert store.claim_run("rclaim002", "me", None)
+    assert not store.claim_run("rclaim002", "you", None)
+
+
+def test_concurrent_claims_have_exactly_one_winner(store: Store) -> None:
+    store.create_run(make_run("rclaim003", owner="dead"))
+    barrier = threading.Barrier(8)
+    wins: list[bool] = []
+
+    def claim(i: int) -> None:
+        barrier.wait()
+        wins.append(store.claim_run("rclaim003", f"owner-{i}", "dead"))
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(wins) == [False] * 7 + [True]
+
+
+# -- schema ----------------------------------------------------------------------------
+
+
+def test_reopening_a_store_keeps_its_data_and_migrates_nothing(db_url: str) -> None:
+    first = Store(db_url)
+    first.create_run(make_run("rkeep0001"))
+    first.close()
+    for _ in range(2):
+        again = Store(db_url)
+        assert again.get_run("rkeep0001").id == "rkeep0001"
+        again.close()
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    engine.dispose()
+    assert len(versions) == 1
+
+
+def test_foreign_database_with_a_runs_table_is_refused(db_url: str) -> None:
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE runs (id INTEGER PRIMARY KEY, payload TEXT)"))
+        conn.execute(text("INSERT INTO runs (id, payload) VALUES (1, 'theirs')"))
+    with pytest.raises(heddle.StoreError, match="not made by Heddle"):
+        Store(db_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT payload FROM runs")).scalar() == "theirs"
+        tables = conn.execute(
+            text(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'actions'"
+                if engine.dialect.name == "postgresql"
+                else "SELECT count(*) FROM sqlite_master WHERE name = 'actions'"
+            )
+        ).scalar()
+    engine.dispose()
+    assert tables == 0
+
+
+def test_unsupported_backend_is_a_config_error() -> None:
+    with pytest.raises(heddle.ConfigError, match="unsupported store backend"):
+        Store("mysql://localhost/x")
