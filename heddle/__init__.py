@@ -24,6 +24,7 @@ from heddle._errors import (
     WorkerLostError,
 )
 from heddle._runtime.spec import Cache, OOMRetry, Resources, RetryStrategy, Secret, Timeout
+from heddle._sdk import report
 from heddle._sdk.config import init
 from heddle._sdk.environment import TaskEnvironment
 from heddle._sdk.fanout import map
@@ -69,6 +70,7 @@ __all__ = [
     "init",
     "map",
     "recover",
+    "report",
     "run",
     "trace",
 ]

@@ -45,6 +45,7 @@ class _Job:
     done: asyncio.Future[tuple[bool, Any, float]]
     memory_limit: int | None
     children: int = 0
+    child_calls: set[asyncio.Future[bytes]] = field(default_factory=set)
     peak_rss: int = 0
     oom: bool = False
 
@@ -82,6 +83,16 @@ def _mp_context() -> multiprocessing.context.ForkServerContext:
     return ctx
 
 
+async def _cancel_children(job: _Job) -> None:
+    """A job that stops takes its children with it (their workers are killed too),
+    and waits until their end is journalled."""
+    children = list(job.child_calls)
+    for f in children:
+        f.cancel()
+    if children:
+        await asyncio.gather(*children, return_exceptions=True)
+
+
 class ProcessExecutor:
     """Runs attempts in worker processes, admitted by declared resources."""
 
@@ -93,8 +104,12 @@ class ProcessExecutor:
         resolve: Callable[[Any], TaskSpec],
         capacity: Resources | Capacity | None = None,
         secrets: Callable[[TaskSpec], dict[str, str]] | None = None,
+        session_env: dict[str, str] | None = None,
     ) -> None:
         self.storage_url = storage_url
+        # HEDDLE_HOME/DB_URL/STORAGE_URL of the driver's session: code in a worker
+        # that opens the session (heddle.get_run, reports) sees the same store.
+        self._session_env = dict(session_env or {})
         self._resolve = resolve
         self._secrets = secrets or (lambda spec: {})
         self.ledger = Ledger(capacity_from(capacity))
@@ -232,8 +247,10 @@ class ProcessExecutor:
         if job.children == 1:
             self.ledger.lend_cpu(job.grant)
         fut = asyncio.ensure_future(job.controller.run_encoded(call))
+        job.child_calls.add(fut)
 
         def finished(f: asyncio.Future[bytes]) -> None:
+            job.child_calls.discard(f)
             job.children -= 1
             if job.children == 0:
                 self.ledger.reclaim_cpu(job.grant)
@@ -322,7 +339,7 @@ class ProcessExecutor:
                     ctx.run_id,
                     call.action_id,
                     spec.name,
-                    {**spec.env_vars, **secrets},
+                    {**self._session_env, **spec.env_vars, **secrets},
                     job.memory_limit,
                     grant.gpus if request.gpu else None,
                     attempt.log_key,
@@ -336,9 +353,11 @@ class ProcessExecutor:
                     ok, payload, cpu = await job.done
             except TimeoutError:
                 w.kill()
+                await _cancel_children(job)
                 raise HeddleTimeout(spec.name, runtime or 0) from None
             except asyncio.CancelledError:
                 w.kill()
+                await _cancel_children(job)
                 raise
             finally:
                 attempt.peak_rss = job.peak_rss or attempt.peak_rss

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from heddle._errors import RunAbortedError
+from heddle._executors.capture import tee_installed
 from heddle._runtime import failures
 from heddle._runtime.controller import Controller, Executor
 from heddle._runtime.literals import LiteralStore
@@ -113,7 +114,7 @@ class Driver:
         self.controller: Controller | None = None
 
     async def drive(self) -> RunOutcome:
-        with _collector_tuned_for_runs():
+        with _collector_tuned_for_runs(), tee_installed():
             return await self._drive()
 
     async def _drive(self) -> RunOutcome:

@@ -69,7 +69,7 @@ class Session:
         if name == "inline":
             from heddle._executors.inline import InlineExecutor
 
-            return InlineExecutor()
+            return InlineExecutor(save_log=self.blobs.put_text)
         if name == "process":
             from heddle._executors.process import ProcessExecutor
             from heddle._sdk.task import resolve_task
@@ -79,6 +79,11 @@ class Session:
                 resolve=lambda ref: resolve_task(ref).spec,
                 capacity=self.settings.capacity,
                 secrets=lambda spec: {s.name: s.value() for s in spec.secrets},
+                session_env={
+                    "HEDDLE_HOME": str(self.settings.home),
+                    "HEDDLE_DB_URL": self.settings.db_url,
+                    "HEDDLE_STORAGE_URL": self.settings.storage_url,
+                },
             )
         raise ConfigError(f"unknown executor {name!r}: choose one of {', '.join(EXECUTORS)}")
 

@@ -20,7 +20,10 @@ R = TypeVar("R")
 
 def trace(fn: Callable[P, R]) -> Callable[P, R]:
     """Decorate a sync or async function whose result should be recorded and replayed."""
-    name = f"{fn.__module__}.{fn.__qualname__}"
+    # A script's module is "__main__" in the driver and "__mp_main__" in a worker
+    # process: one name for both, so a trace's id does not depend on where it ran.
+    module = "__main__" if fn.__module__ == "__mp_main__" else fn.__module__
+    name = f"{module}.{fn.__qualname__}"
     codec = CallCodec(fn, f"trace {fn.__qualname__}")
 
     if inspect.iscoroutinefunction(fn):

@@ -141,11 +141,29 @@ class ActionTree:
         if took is not None and not a.cached:
             text.append(f"  {_console.duration(took)}", style="grey62")
         text.append_text(self._attempts_note(a))
+        text.append_text(self._usage_note(a))
         failure = _console.parse_failure(a.error)
         if failure is not None and a.status != "succeeded":
             message = _console.one_line(failure.message, 120)
             text.append(f"  {_console.short_type(failure.type_name)}: {message}", style="red")
         return text
+
+    def _usage_note(self, a: ActionRecord) -> Text:
+        """Queue time, CPU seconds and peak memory of the action's latest attempt."""
+        tries = self.attempts.get(a.id, [])
+        if not tries or a.cached:
+            return Text()
+        last = max(tries, key=lambda t: t.number)
+        parts = []
+        if a.started_at is not None and a.attempts == 1:
+            queued = last.started_at - a.queued_at
+            if queued >= 0.05:
+                parts.append(f"queued {_console.duration(queued)}")
+        if last.cpu_seconds is not None:
+            parts.append(f"cpu {last.cpu_seconds:.2f}s")
+        if last.peak_rss:
+            parts.append(f"peak {last.peak_rss / 2**20:.0f} MiB")
+        return Text(f"  [{', '.join(parts)}]", style="grey50") if parts else Text()
 
     def _attempts_note(self, a: ActionRecord) -> Text:
         if a.attempts <= 1:

@@ -85,6 +85,8 @@ def cli(home: str | None, db_url: str | None, storage_url: str | None) -> None:
 
 def _register() -> None:
     from heddle.cli.control import abort, recover
+    from heddle.cli.logs import logs
+    from heddle.server.cli import serve
     from heddle.cli.run import run
     from heddle.cli.runs import runs
 
@@ -92,6 +94,8 @@ def _register() -> None:
     cli.add_command(runs)
     cli.add_command(recover)
     cli.add_command(abort)
+    cli.add_command(logs)
+    cli.add_command(serve)
 
 
 _register()

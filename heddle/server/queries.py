@@ -1,0 +1,400 @@
+"""Read-only queries the server needs beyond the Store's own: pages of children,
+counts per parent and group, a timeline page. SQLAlchemy Core over the store's tables.
+
+Every query is bounded: a page of rows, or a GROUP BY that returns a few numbers,
+so a run with 100,000 actions is never loaded whole.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from heddle._errors import StoreError
+from heddle._store import FINAL_STATES, ActionRecord, AttemptRecord, Store
+from heddle._store.schema import actions, attempts, runs
+
+# The columns every attempt has; anything else on the table (resource use added
+# later by the executors) is reported as it is.
+BASE_ATTEMPT_COLUMNS = frozenset(
+    {
+        "run_id",
+        "action_id",
+        "number",
+        "status",
+        "task_version",
+        "worker",
+        "error",
+        "output",
+        "started_at",
+        "finished_at",
+    }
+)
+
+LIVE_SHAPE_SECONDS = 1.0
+MAX_SHAPES = 16
+
+# Columns for lists of actions: everything but the (possibly large) values.
+_ACTION_LIST_COLUMNS = [c for c in actions.c if c.name not in ("inputs", "output")]
+
+
+@dataclass(slots=True)
+class StatusCounts:
+    """How many actions are in each status, plus the special cases the UI marks."""
+
+    total: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    cached: int = 0
+    retried: int = 0
+    traces: int = 0
+
+    def add(self, status: str, n: int, cached: int, retried: int, traces: int) -> None:
+        self.total += n
+        self.by_status[status] = self.by_status.get(status, 0) + n
+        self.cached += cached
+        self.retried += retried
+        self.traces += traces
+
+    def merge(self, other: StatusCounts) -> StatusCounts:
+        for status, n in other.by_status.items():
+            self.by_status[status] = self.by_status.get(status, 0) + n
+        self.total += other.total
+        self.cached += other.cached
+        self.retried += other.retried
+        self.traces += other.traces
+        return self
+
+
+@dataclass(slots=True)
+class RunShape:
+    """Counts of a run's actions per parent and group, from one scan of the run.
+
+    ``levels[parent][group]`` counts task actions; ``steps[parent]`` counts the
+    recorded steps (traces, sleep, now) inside each action.
+    """
+
+    levels: dict[str | None, dict[str | None, StatusCounts]] = field(default_factory=dict)
+    steps: dict[str | None, StatusCounts] = field(default_factory=dict)
+    totals: StatusCounts = field(default_factory=StatusCounts)
+
+    def children_of(self, action_id: str) -> StatusCounts:
+        out = StatusCounts()
+        for counts in self.levels.get(action_id, {}).values():
+            out.merge(counts)
+        steps = self.steps.get(action_id)
+        if steps is not None:
+            out.merge(steps)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSummary:
+    name: str
+    counts: StatusCounts
+
+
+@dataclass(frozen=True, slots=True)
+class ChildrenPage:
+    groups: list[GroupSummary]
+    actions: list[ActionRecord]
+    child_counts: dict[str, StatusCounts]
+    total: int
+
+
+class Queries:
+    """The server's read path over one store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        # The store keeps its engine private; the server only ever reads through it.
+        self._engine = store._engine
+        self._lock = threading.Lock()
+        self._shapes: dict[str, tuple[float, tuple[Any, ...], RunShape]] = {}
+
+    @contextmanager
+    def _read(self, doing: str) -> Iterator[Connection]:
+        try:
+            with self._engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(f"store: cannot {doing}: {exc}") from exc
+
+    # -- runs ------------------------------------------------------------------------
+
+    def count_runs(
+        self, status: str | None = None, task: str | None = None, name: str | None = None
+    ) -> int:
+        stmt = select(func.count()).select_from(runs)
+        if status:
+            stmt = stmt.where(runs.c.status == status)
+        if task:
+            stmt = stmt.where(runs.c.root_task.contains(task, autoescape=True))
+        if name:
+            stmt = stmt.where(runs.c.name.contains(name, autoescape=True))
+        with self._read("count runs") as conn:
+            return int(conn.execute(stmt).scalar() or 0)
+
+    def run_counts(self, run_ids: Sequence[str]) -> dict[str, StatusCounts]:
+        """Per run: actions by status, cache hits, retried actions and traces (one GROUP BY)."""
+        if not run_ids:
+            return {}
+        stmt = (
+            select(actions.c.run_id, actions.c.status, *_count_columns())
+            .where(actions.c.run_id.in_(list(run_ids)))
+            .group_by(actions.c.run_id, actions.c.status)
+        )
+        out: dict[str, StatusCounts] = {}
+        with self._read("count actions") as conn:
+            for run_id, status, n, cached, retried, traces in conn.execute(stmt):
+                out.setdefault(run_id, StatusCounts()).add(
+                    status, n, int(cached or 0), int(retried or 0), int(traces or 0)
+                )
+        return out
+
+    # -- actions ---------------------------------------------------------------------
+
+    def find_action(self, run_id: str, action_id: str) -> ActionRecord | None:
+        """The action with this id in the run, or the only one whose id starts with it."""
+        with self._read("read an action") as conn:
+            row = conn.execute(
+                select(actions).where(actions.c.run_id == run_id, actions.c.id == action_id)
+            ).first()
+            if row is None and 6 <= len(action_id) < 40:
+                rows = conn.execute(
+                    select(actions)
+                    .where(
+                        actions.c.run_id == run_id,
+                        actions.c.id.startswith(action_id, autoescape=True),
+                    )
+                    .limit(2)
+                ).all()
+                row = rows[0] if len(rows) == 1 else None
+        return None if row is None else _action(row)
+
+    def shape(self, run_id: str) -> RunShape:
+        """The run's counts per parent and group (one GROUP BY over the run).
+
+        Kept while the run is finished and unchanged, and for a second while it is
+        live, so the several level requests of one page refresh share one scan.
+        """
+        with self._read("read the run") as conn:
+            fingerprint = tuple(
+                conn.execute(
+                    select(runs.c.status, runs.c.finished_at).where(runs.c.id == run_id)
+                ).first()
+                or ()
+            )
+        now = time.monotonic()
+        with self._lock:
+            hit = self._shapes.get(run_id)
+            if hit is not None:
+                made, seen, shape = hit
+                final = bool(seen) and seen[0] in FINAL_STATES
+                if seen == fingerprint and (final or now - made < LIVE_SHAPE_SECONDS):
+                    return shape
+        is_task = actions.c.kind == "task"
+        stmt = (
+            select(
+                actions.c.parent_id,
+                actions.c.group_name,
+                is_task.label("is_task"),
+                actions.c.status,
+                *_count_columns(),
+            )
+            .where(actions.c.run_id == run_id)
+            .group_by(actions.c.parent_id, actions.c.group_name, is_task, actions.c.status)
+        )
+        shape = RunShape()
+        with self._read("count the run's actions") as conn:
+            for parent, group, task, status, n, cached, retried, steps in conn.execute(stmt):
+                counts = (
+                    shape.levels.setdefault(parent, {}).setdefault(group, StatusCounts())
+                    if task
+                    else shape.steps.setdefault(parent, StatusCounts())
+                )
+                for target in (counts, shape.totals):
+                    target.add(status, n, int(cached or 0), int(retried or 0), int(steps or 0))
+        with self._lock:
+            if len(self._shapes) >= MAX_SHAPES:
+                self._shapes.pop(next(iter(self._shapes)))
+            self._shapes[run_id] = (now, fingerprint, shape)
+        return shape
+
+    def children(
+        self, run_id: str, parent_id: str, group: str | None, offset: int, limit: int
+    ) -> ChildrenPage:
+        """One level of the tree: the parent's direct groups, then a page of its task
+        actions that sit directly in ``group`` (None: in no group), in call order."""
+        shape = self.shape(run_id)
+        level = shape.levels.get(parent_id, {})
+        groups = _direct_groups(level, group)
+        total = level[group].total if group in level else 0
+        in_group = (
+            actions.c.group_name.is_(None) if group is None else actions.c.group_name == group
+        )
+        page: list[ActionRecord] = []
+        if total > offset:
+            with self._read("read the action tree") as conn:
+                rows = conn.execute(
+                    select(*_ACTION_LIST_COLUMNS)
+                    .where(
+                        actions.c.run_id == run_id,
+                        actions.c.parent_id == parent_id,
+                        actions.c.kind == "task",
+                        in_group,
+                    )
+                    .order_by(actions.c.seq, actions.c.queued_at)
+                    .limit(limit)
+                    .offset(offset)
+                ).all()
+            page = [_action(r) for r in rows]
+        child_counts = {a: shape.children_of(a) for a in [parent_id, *(p.id for p in page)]}
+        return ChildrenPage(groups, page, child_counts, total)
+
+    def timeline(
+        self, run_id: str, offset: int, limit: int, parent_id: str | None = None
+    ) -> tuple[list[ActionRecord], int]:
+        """A page of the run's actions in the order they were queued, and how many there are."""
+        where = [actions.c.run_id == run_id]
+        if parent_id is not None:
+            where.append(actions.c.parent_id == parent_id)
+        with self._read("read the timeline") as conn:
+            total = int(
+                conn.execute(select(func.count()).select_from(actions).where(*where)).scalar() or 0
+            )
+            rows = conn.execute(
+                select(*_ACTION_LIST_COLUMNS)
+                .where(*where)
+                .order_by(actions.c.queued_at, actions.c.seq)
+                .limit(limit)
+                .offset(offset)
+            ).all()
+        return [_action(r) for r in rows], total
+
+    def ancestors(self, run_id: str, action: ActionRecord, limit: int = 50) -> list[ActionRecord]:
+        """The chain of parents from the root down to (not including) ``action``."""
+        chain: list[ActionRecord] = []
+        parent = action.parent_id
+        with self._read("read an action's parents") as conn:
+            while parent is not None and len(chain) < limit:
+                row = conn.execute(
+                    select(*_ACTION_LIST_COLUMNS).where(
+                        actions.c.run_id == run_id, actions.c.id == parent
+                    )
+                ).first()
+                if row is None:
+                    break
+                rec = _action(row)
+                chain.append(rec)
+                parent = rec.parent_id
+        chain.reverse()
+        return chain
+
+    def steps(
+        self, run_id: str, parent_id: str, offset: int, limit: int
+    ) -> tuple[list[ActionRecord], int]:
+        """The recorded steps (traces, durable sleep/now) inside an action, with their values."""
+        where = and_(
+            actions.c.run_id == run_id,
+            actions.c.parent_id == parent_id,
+            actions.c.kind != "task",
+        )
+        with self._read("read an action's traces") as conn:
+            total = int(
+                conn.execute(select(func.count()).select_from(actions).where(where)).scalar() or 0
+            )
+            rows = conn.execute(
+                select(actions).where(where).order_by(actions.c.seq).limit(limit).offset(offset)
+            ).all()
+        return [_action(r) for r in rows], total
+
+    def attempts_of(
+        self, run_id: str, action_ids: Sequence[str]
+    ) -> dict[str, list[tuple[AttemptRecord, dict[str, Any]]]]:
+        """Attempts of these actions, each with the extra (resource) columns it has."""
+        if not action_ids:
+            return {}
+        stmt = (
+            select(attempts)
+            .where(attempts.c.run_id == run_id, attempts.c.action_id.in_(list(action_ids)))
+            .order_by(attempts.c.action_id, attempts.c.number)
+        )
+        out: dict[str, list[tuple[AttemptRecord, dict[str, Any]]]] = {}
+        with self._read("read attempts") as conn:
+            for row in conn.execute(stmt):
+                m = row._mapping
+                rec = AttemptRecord(
+                    action_id=m["action_id"],
+                    number=m["number"],
+                    run_id=m["run_id"],
+                    status=m["status"],
+                    task_version=m["task_version"],
+                    worker=m["worker"],
+                    error=m["error"],
+                    output=None,
+                    started_at=m["started_at"],
+                    finished_at=m["finished_at"],
+                )
+                extra = {
+                    k: v
+                    for k, v in m.items()
+                    if k not in BASE_ATTEMPT_COLUMNS and isinstance(v, int | float | str)
+                }
+                out.setdefault(rec.action_id, []).append((rec, extra))
+        return out
+
+
+def _count_columns() -> list[Any]:
+    # FILTER is cheaper than SUM(CASE ...) on both SQLite (3.30+) and PostgreSQL.
+    return [
+        func.count(),
+        func.count().filter(actions.c.cached == 1),
+        func.count().filter(actions.c.attempts > 1),
+        func.count().filter(actions.c.kind != "task"),
+    ]
+
+
+def _direct_groups(level: dict[str | None, StatusCounts], group: str | None) -> list[GroupSummary]:
+    """Groups one level below ``group``; deeper groups ("a/b/c") count toward their
+    ancestor at this level ("a/b" seen from "a")."""
+    prefix = "" if group is None else group + "/"
+    found: dict[str, StatusCounts] = {}
+    for name, counts in level.items():
+        if name is None or name == group or not name.startswith(prefix):
+            continue
+        key = prefix + name[len(prefix) :].split("/", 1)[0]
+        found.setdefault(key, StatusCounts()).merge(counts)
+    return [GroupSummary(k, found[k]) for k in sorted(found)]
+
+
+def _action(row: Any) -> ActionRecord:
+    m = row._mapping
+    inputs = m.get("inputs")
+    output = m.get("output")
+    return ActionRecord(
+        id=m["id"],
+        run_id=m["run_id"],
+        parent_id=m["parent_id"],
+        seq=m["seq"],
+        kind=m["kind"],
+        task_name=m["task_name"],
+        task_version=m["task_version"],
+        group_name=m["group_name"],
+        status=m["status"],
+        attempts=m["attempts"],
+        cached=bool(m["cached"]),
+        cache_key=m["cache_key"],
+        inputs=None if inputs is None else bytes(inputs),
+        output=None if output is None else bytes(output),
+        error=m["error"],
+        queued_at=m["queued_at"],
+        started_at=m["started_at"],
+        finished_at=m["finished_at"],
+    )

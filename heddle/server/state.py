@@ -1,0 +1,144 @@
+"""What every request handler needs: the session (store and storage), the server's
+queries, its auth, and helpers that turn records into API bodies."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import Request
+
+from heddle._sdk.config import Session
+from heddle._store import FINAL_STATES, ActionRecord, AttemptRecord, RunRecord
+from heddle.server import values
+from heddle.server.api import models
+from heddle.server.auth import Auth
+from heddle.server.queries import Queries, StatusCounts
+
+
+@dataclass
+class ServerState:
+    session: Session
+    queries: Queries
+    auth: Auth
+
+    def blob_link(self, key: str, name: str | None) -> str:
+        url = f"/api/v1/blobs/{quote(key)}?{self.auth.sign('blob:' + key)}"
+        return url + (f"&name={quote(name)}" if name else "")
+
+    def report_link(self, run_id: str, action_id: str) -> str:
+        subject = f"report:{run_id}/{action_id}"
+        return f"/api/v1/runs/{run_id}/actions/{action_id}/report/html?{self.auth.sign(subject)}"
+
+    def value(self, literal: bytes | None) -> dict[str, Any]:
+        return values.view_of_literal(self.session.literals, literal, self.blob_link)
+
+    def inputs(self, literal: bytes | None, names: list[str] | None) -> list[models.Value]:
+        views = values.input_views(self.session.literals, literal, self.blob_link, names)
+        return [models.Value(name=v["name"], value=v["value"]) for v in views]
+
+
+def get_state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.heddle
+    return state
+
+
+def duration(start: float | None, end: float | None, live: bool) -> float | None:
+    if start is None:
+        return None
+    if end is None:
+        return time.time() - start if live else None
+    return max(0.0, end - start)
+
+
+def counts(c: StatusCounts | None) -> models.Counts:
+    if c is None:
+        return models.Counts()
+    return models.Counts(
+        total=c.total,
+        by_status=dict(c.by_status),
+        cached=c.cached,
+        retried=c.retried,
+        traces=c.traces,
+    )
+
+
+def error_info(text: str | None) -> models.ErrorInfo | None:
+    v = values.error_view(text)
+    return None if v is None else models.ErrorInfo(**v)
+
+
+def run_summary(r: RunRecord, c: StatusCounts | None) -> models.RunSummary:
+    live = r.status not in FINAL_STATES
+    return models.RunSummary(
+        id=r.id,
+        name=r.name,
+        root_task=r.root_task,
+        root_action_id=r.root_action_id,
+        status=r.status,
+        executor=r.executor,
+        created_at=r.created_at,
+        started_at=r.started_at,
+        finished_at=r.finished_at,
+        duration=duration(r.started_at or r.created_at, r.finished_at, live),
+        abort_requested=r.abort_requested,
+        actions=counts(c),
+        failures=0 if c is None else c.by_status.get("failed", 0),
+        error=error_info(r.error),
+    )
+
+
+def action_summary(a: ActionRecord, children: StatusCounts | None = None) -> models.ActionSummary:
+    return models.ActionSummary(**_action_fields(a, children))
+
+
+def _action_fields(a: ActionRecord, children: StatusCounts | None) -> dict[str, Any]:
+    live = a.status not in FINAL_STATES
+    return {
+        "id": a.id,
+        "parent_id": a.parent_id,
+        "seq": a.seq,
+        "kind": a.kind,
+        "task_name": a.task_name,
+        "task_version": a.task_version,
+        "group": a.group_name,
+        "status": a.status,
+        "attempts": a.attempts,
+        "cached": a.cached,
+        "queued_at": a.queued_at,
+        "started_at": a.started_at,
+        "finished_at": a.finished_at,
+        "duration": duration(a.started_at, a.finished_at, live),
+        "error": error_info(a.error),
+        "children": None if children is None else counts(children),
+    }
+
+
+def timeline_item(a: ActionRecord, spans: list[models.Attempt]) -> models.TimelineItem:
+    return models.TimelineItem(**_action_fields(a, None), attempt_spans=spans)
+
+
+def action_detail(a: ActionRecord, path: list[ActionRecord]) -> models.Action:
+    return models.Action(
+        **_action_fields(a, None),
+        run_id=a.run_id,
+        cache_key=a.cache_key,
+        path=[action_summary(p) for p in path],
+    )
+
+
+def attempt(t: AttemptRecord, resources: dict[str, Any]) -> models.Attempt:
+    live = t.status not in FINAL_STATES
+    return models.Attempt(
+        number=t.number,
+        status=t.status,
+        worker=t.worker,
+        task_version=t.task_version,
+        started_at=t.started_at,
+        finished_at=t.finished_at,
+        duration=duration(t.started_at, t.finished_at, live),
+        error=error_info(t.error),
+        resources=resources,
+    )
