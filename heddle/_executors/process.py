@@ -13,7 +13,9 @@ import itertools
 import multiprocessing
 import os
 import signal
+import sys
 import threading
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -32,6 +34,7 @@ from heddle._runtime.remote import CALL, DONE, READY, REPLY, RUN, STEP, STOP
 from heddle._runtime.spec import Resources, TaskSpec
 
 WATCH_SECONDS = 0.05
+CHILDREN_EVERY = 10
 IDLE_WORKERS = 8
 
 
@@ -59,6 +62,7 @@ class _Worker:
     job: _Job | None = None
     dead: bool = False
     ps: psutil.Process | None = None
+    subprocesses: list[psutil.Process] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -91,6 +95,29 @@ async def _cancel_children(job: _Job) -> None:
         f.cancel()
     if children:
         await asyncio.gather(*children, return_exceptions=True)
+
+
+_forkserver_started = False
+_start_lock = threading.Lock()
+
+
+def _start_without_main(process: multiprocessing.process.BaseProcess) -> None:
+    """Start a worker without multiprocessing importing the driver's __main__ in it.
+
+    multiprocessing re-runs the parent's main script in every child it starts, which
+    re-runs a user's script that lacks an ``if __name__ == "__main__":`` guard. Tasks
+    travel by reference or by value instead, so the script is never needed there.
+    """
+    global _forkserver_started
+    with _start_lock:
+        main = sys.modules.get("__main__")
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            process.start()
+        finally:
+            if main is not None:
+                sys.modules["__main__"] = main
+        _forkserver_started = True
 
 
 class ProcessExecutor:
@@ -138,11 +165,16 @@ class ProcessExecutor:
         process = self._ctx.Process(
             target=worker_module.main, args=(child,), daemon=True, name="heddle-worker"
         )
-        await asyncio.to_thread(process.start)
+        if not _forkserver_started:
+            # The first start launches the fork server (it imports Heddle): off the loop.
+            await asyncio.to_thread(_start_without_main, process)
+        else:
+            _start_without_main(process)
         child.close()
         w = _Worker(process, parent, self._loop.create_future())
         self._all.add(w)
-        threading.Thread(target=self._read, args=(w,), daemon=True, name="heddle-pipe").start()
+        # The pipe is read on the loop itself: no reader thread, no hand-off per message.
+        self._loop.add_reader(parent.fileno(), self._readable, w)
         await w.ready
         return w
 
@@ -160,22 +192,16 @@ class ProcessExecutor:
             w.send((STOP,))
         self._all.discard(w)
 
-    def _read(self, w: _Worker) -> None:
-        """Pipe reader thread: hand every message to the loop; report the worker's death."""
-        assert self._loop is not None
-        loop = self._loop
-        while True:
-            try:
-                message = w.conn.recv()
-            except (EOFError, OSError):
-                break
-            try:
-                loop.call_soon_threadsafe(self._on_message, w, message)
-            except RuntimeError:  # the loop is closed: the run is over
-                return
-        w.process.join(timeout=5)
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._on_exit, w)
+    def _readable(self, w: _Worker) -> None:
+        """The worker's pipe has data (or was closed): handle every complete message."""
+        try:
+            while w.conn.poll(0):
+                self._on_message(w, w.conn.recv())
+        except (EOFError, OSError):
+            assert self._loop is not None
+            self._loop.remove_reader(w.conn.fileno())
+            w.process.join(timeout=1)
+            self._on_exit(w)
 
     def _on_exit(self, w: _Worker) -> None:
         w.dead = True
@@ -373,16 +399,24 @@ class ProcessExecutor:
                 self._release_worker(w)
 
     async def _watch_memory(self) -> None:
-        """Sample busy workers' RSS: record peaks, kill those past their memory limit."""
+        """Sample busy workers' RSS: record peaks, kill those past their memory limit.
+
+        A task's own subprocesses count too; finding them walks /proc, so their list
+        is refreshed only every CHILDREN_EVERY samples.
+        """
+        tick = 0
         while True:
             await asyncio.sleep(WATCH_SECONDS)
+            tick += 1
             for w in list(self._all):
                 job = w.job
                 if job is None or w.ps is None or w.dead:
                     continue
                 try:
                     rss = w.ps.memory_info().rss
-                    for child in w.ps.children(recursive=True):
+                    if tick % CHILDREN_EVERY == 0:
+                        w.subprocesses = w.ps.children(recursive=True)
+                    for child in w.subprocesses:
                         with contextlib.suppress(psutil.Error):
                             rss += child.memory_info().rss
                 except psutil.Error:

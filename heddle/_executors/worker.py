@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
+import queue
 import resource
 import sys
 import tempfile
@@ -47,56 +49,55 @@ class Job:
 
 
 class _LogCapture:
-    """Sends fds 1 and 2 to a file for the attempt and uploads it while it grows."""
+    """The worker's fds 1 and 2 go to one file for its whole life; each attempt
+    truncates it, and a long-lived thread uploads it while it grows. Setting this
+    up once per worker (not per attempt) keeps short tasks cheap."""
 
-    def __init__(self, job: Job) -> None:
-        self._job = job
-        self._file = tempfile.NamedTemporaryFile(prefix="heddle-log-", delete=False)  # noqa: SIM115
-        self._saved: list[int] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._uploaded = -1
-
-    def __enter__(self) -> _LogCapture:
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile(prefix="heddle-log-")  # noqa: SIM115
         sys.stdout.flush()
         sys.stderr.flush()
         for fd in (1, 2):
-            self._saved.append(os.dup(fd))
             os.dup2(self._file.fileno(), fd)
-        self._thread = threading.Thread(target=self._pump, daemon=True, name="heddle-log")
-        self._thread.start()
-        return self
+        self._lock = threading.Lock()
+        self._job: Job | None = None
+        self._uploaded = 0
+        threading.Thread(target=self._pump, daemon=True, name="heddle-log").start()
 
-    def __exit__(self, *exc: object) -> None:
+    def begin(self, job: Job) -> None:
+        with self._lock:
+            os.ftruncate(self._file.fileno(), 0)
+            os.lseek(self._file.fileno(), 0, os.SEEK_SET)
+            self._job = job
+            self._uploaded = 0
+
+    def end(self) -> None:
         with contextlib.suppress(Exception):
             sys.stdout.flush()
             sys.stderr.flush()
-        for fd, saved in zip((1, 2), self._saved, strict=True):
-            os.dup2(saved, fd)
-            os.close(saved)
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self._upload()
-        self._file.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self._file.name)
+        with self._lock:
+            with contextlib.suppress(Exception):
+                self._upload()
+            self._job = None
 
     def _pump(self) -> None:
-        while not self._stop.wait(LOG_FLUSH_SECONDS):
-            with contextlib.suppress(Exception):
+        while True:
+            time.sleep(LOG_FLUSH_SECONDS)
+            with self._lock, contextlib.suppress(Exception):
                 self._upload()
 
     def _upload(self) -> None:
+        job = self._job
+        if job is None:
+            return
         size = os.fstat(self._file.fileno()).st_size
         if size == self._uploaded:
-            return
-        with open(self._file.name, "rb") as f:
-            data = f.read()
-        for secret in self._job.secrets:
+            return  # nothing new (an attempt that printed nothing leaves no log)
+        data = os.pread(self._file.fileno(), size, 0)
+        for secret in job.secrets:
             if secret:
                 data = data.replace(secret.encode(), b"****")
-        _blobs(self._job.storage_url).put_text(self._job.log_key, data)
+        _blobs(job.storage_url).put_text(job.log_key, data)
         self._uploaded = size
 
 
@@ -151,18 +152,28 @@ class _Environment:
 
 
 class Worker:
+    """The worker's threads: a reader for the pipe, and the main thread running jobs.
+
+    Sync task bodies run right on the main thread (their calls to other tasks are
+    blocking requests answered through the reader), async ones on the worker's
+    event loop: a short task costs no thread hand-off beyond the pipe itself.
+    """
+
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
         self._send_lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self.controller: RemoteController | None = None
+        self.logs = _LogCapture()
 
     def send(self, message: tuple[Any, ...]) -> None:
         with self._send_lock:
             self.conn.send(message)
 
     def read_forever(self) -> None:
-        """Reader thread: route replies to the running job, jobs to the loop."""
+        """Reader thread: replies go to the running job, jobs to the main thread."""
         while True:
             try:
                 message = self.conn.recv()
@@ -174,15 +185,16 @@ class Worker:
                 _, req_id, ok, payload = message
                 self.controller.deliver(req_id, ok, payload)
             elif kind == RUN:
-                self.loop.call_soon_threadsafe(self._start, Job(*message[1:]))
+                self._jobs.put(Job(*message[1:]))
             elif kind == STOP:
-                self.loop.call_soon_threadsafe(self.loop.stop)
+                self._jobs.put(None)
                 return
 
-    def _start(self, job: Job) -> None:
-        self.loop.create_task(self.run_job(job))
+    def serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            self.run_job(job)
 
-    async def run_job(self, job: Job) -> None:
+    def run_job(self, job: Job) -> None:
         from heddle._sdk.task import resolve_task
 
         cpu_before = time.process_time()
@@ -193,10 +205,14 @@ class Worker:
             task = resolve_task(job.ref)
             self.controller = RemoteController(self.send, job.run_id, job.job_id, self.loop)
             ctx = ActionContext(self.controller, job.run_id, job.action_id, job.task_name)
-            with _LogCapture(job), _Environment(job):
-                inputs = task.spec.decode_inputs(job.encoded_inputs)
-                result = await self._call(task, inputs, ctx)
-                payload = task.spec.encode_output(result)
+            self.logs.begin(job)
+            try:
+                with _Environment(job):
+                    inputs = task.spec.decode_inputs(job.encoded_inputs)
+                    result = contextvars.copy_context().run(self._call, task, inputs, ctx)
+                    payload = task.spec.encode_output(result)
+            finally:
+                self.logs.end()
             ok = True
         except MemoryError:
             payload = failures.failure_of(
@@ -210,23 +226,12 @@ class Worker:
             self.controller = None
         self.send((DONE, job.job_id, ok, payload, time.process_time() - cpu_before, _rss()))
 
-    async def _call(self, task: Any, inputs: dict[str, Any], ctx: ActionContext) -> Any:
+    def _call(self, task: Any, inputs: dict[str, Any], ctx: ActionContext) -> Any:
         current_group.set(None)
+        current_action.set(ctx)
         if task.spec.is_async:
-            token = current_action.set(ctx)
-            try:
-                return await task.fn(**inputs)
-            finally:
-                current_action.reset(token)
-
-        def body() -> Any:
-            current_action.set(ctx)
-            return task.fn(**inputs)
-
-        import contextvars
-
-        context = contextvars.copy_context()
-        return await self.loop.run_in_executor(None, context.run, body)
+            return self.loop.run_until_complete(task.fn(**inputs))
+        return task.fn(**inputs)
 
 
 def _rss() -> int:
@@ -245,7 +250,7 @@ def main(conn: Connection) -> None:
     reader.start()
     worker.send((READY, os.getpid()))
     try:
-        worker.loop.run_forever()
+        worker.serve()
     except BaseException:
         traceback.print_exc()
     os._exit(0)

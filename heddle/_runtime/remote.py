@@ -125,7 +125,24 @@ class RemoteController:
                 f"task {call.spec.name!r} is a sync task called from async code: "
                 f"use `await {call.spec.name.rsplit('.', 1)[-1]}.aio(...)`"
             )
-        return asyncio.run_coroutine_threadsafe(self.run(call), self.loop).result()
+        if self.loop.is_running():  # called from a thread the task started
+            return asyncio.run_coroutine_threadsafe(self.run(call), self.loop).result()
+        # A sync task body: ask the driver and wait; the reader thread delivers the reply.
+        ok, payload = self._request(
+            CALL,
+            call.spec.ref.get(),
+            call.action_id,
+            call.encoded_inputs,
+            call.in_hash,
+            call.seq,
+            call.parent_id,
+            call.group,
+        ).result()
+        if not ok:
+            raise failures.rebuild(
+                failures.Failure.from_json(payload), call.spec.name, call.action_id, self.run_id
+            )
+        return call.spec.decode_output(payload)
 
     # -- recorded steps --------------------------------------------------------------
 
@@ -181,10 +198,13 @@ class RemoteController:
         async def runner() -> Any:
             return await make()
 
+        if not self.loop.is_running() and threading.get_ident() == self.loop_thread:
+            # A sync task body on the worker's main thread: its loop is free to use.
+            return self.loop.run_until_complete(runner())
         return asyncio.run_coroutine_threadsafe(runner(), self.loop).result()
 
     def on_loop_thread(self) -> bool:
-        return threading.get_ident() == self.loop_thread
+        return self.loop.is_running() and threading.get_ident() == self.loop_thread
 
 
 async def _acquire(call: PreparedCall) -> None:

@@ -186,7 +186,13 @@ class Task(Generic[P, R]):
         except (TypeError, OSError):
             file = None
         pickled = None
-        if "<locals>" in fn.__qualname__ or file is None:
+        # Functions of a script (__main__) or of a local scope travel by value, so a
+        # worker never re-imports — and so never re-runs — the user's script.
+        if (
+            "<locals>" in fn.__qualname__
+            or file is None
+            or fn.__module__ in ("__main__", "__mp_main__")
+        ):
             pickled = cloudpickle.dumps((fn, self.env))
         return TaskRef(fn.__module__, file, fn.__qualname__, self.name, self.options, pickled)
 
