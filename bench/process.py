@@ -15,7 +15,6 @@ Each figure is the median of --repeat runs, each in a fresh Heddle home.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import concurrent.futures
 import os
 import statistics
@@ -26,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import heddle  # noqa: E402
+import heddle
 
 env = heddle.TaskEnvironment(name="pbench")
 
@@ -113,7 +112,9 @@ def main() -> None:
         pool.append(_pool_baseline(args.tasks, cores) / args.tasks * 1000)
         ours.append(_heddle_fan(args.tasks) / args.tasks * 1000)
     p, h = statistics.median(pool), statistics.median(ours)
-    print(f"per-task overhead, {args.tasks} trivial tasks on {cores} cores (median of {args.repeat})")
+    print(
+        f"per-task overhead, {args.tasks} trivial tasks on {cores} cores (median of {args.repeat})"
+    )
     print(f"  ProcessPoolExecutor   {p:8.3f} ms/task   (min {min(pool):.3f}, max {max(pool):.3f})")
     print(f"  heddle process        {h:8.3f} ms/task   (min {min(ours):.3f}, max {max(ours):.3f})")
     print(f"  ratio                 {h / p:8.2f}x        target <= 2 ms/task and <= 2x")
@@ -125,7 +126,9 @@ def main() -> None:
         overlaps.append(overlap)
     w = statistics.median(walls)
     print(f"fan-out of {args.fanout} children with cpu=1 each on {cores} cores")
-    print(f"  wall {w:.2f} s ({args.fanout / w:,.0f} children/s), most running at once: {max(overlaps)} (limit {cores})")
+    print(
+        f"  wall {w:.2f} s ({args.fanout / w:,.0f} children/s), most running at once: {max(overlaps)} (limit {cores})"
+    )
 
 
 if __name__ == "__main__":
