@@ -28,10 +28,12 @@ from heddle._sdk import report
 from heddle._sdk.config import init
 from heddle._sdk.environment import TaskEnvironment
 from heddle._sdk.fanout import map
+from heddle._sdk.files import DataFrame, Dir, File
 from heddle._sdk.group import group
 from heddle._sdk.run import Run, abort, get_run, recover, run
 from heddle._sdk.task import Task
 from heddle._sdk.trace import trace
+from heddle._types.validation import DataValidationError
 
 __version__ = "0.1.0"
 
@@ -39,6 +41,10 @@ __all__ = [
     "BlobCorruptError",
     "Cache",
     "ConfigError",
+    "DataFrame",
+    "DataValidationError",
+    "Dir",
+    "File",
     "HeddleError",
     "InputError",
     "NonRecoverableError",

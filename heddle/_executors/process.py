@@ -131,12 +131,12 @@ class ProcessExecutor:
         resolve: Callable[[Any], TaskSpec],
         capacity: Resources | Capacity | None = None,
         secrets: Callable[[TaskSpec], dict[str, str]] | None = None,
-        session_env: dict[str, str] | None = None,
+        session_env: Callable[[], dict[str, str]] | None = None,
     ) -> None:
         self.storage_url = storage_url
         # HEDDLE_HOME/DB_URL/STORAGE_URL of the driver's session: code in a worker
         # that opens the session (heddle.get_run, reports) sees the same store.
-        self._session_env = dict(session_env or {})
+        self._session_env = session_env or dict
         self._resolve = resolve
         self._secrets = secrets or (lambda spec: {})
         self.ledger = Ledger(capacity_from(capacity))
@@ -365,7 +365,7 @@ class ProcessExecutor:
                     ctx.run_id,
                     call.action_id,
                     spec.name,
-                    {**self._session_env, **spec.env_vars, **secrets},
+                    {**self._session_env(), **spec.env_vars, **secrets},
                     job.memory_limit,
                     grant.gpus if request.gpu else None,
                     attempt.log_key,

@@ -16,12 +16,15 @@ from typing import Any
 import cloudpickle
 
 from heddle._errors import (
+    ConfigError,
     HeddleError,
     NonRecoverableError,
     OOMError,
+    ResourceError,
     RunAbortedError,
     TaskError,
     TimeoutError,
+    TypeMismatchError,
     WorkerLostError,
 )
 
@@ -98,8 +101,12 @@ def failure_of(exc: BaseException, kind: str | None = None) -> Failure:
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """User errors, timeouts and OOMs are retried; NonRecoverableError and aborts are not."""
-    return not isinstance(exc, NonRecoverableError | RunAbortedError)
+    """User errors, timeouts and OOMs are retried. Not retried: NonRecoverableError,
+    aborts, requests the machine can never satisfy, and an output that does not match
+    the task's declared type (it would fail the same way every time)."""
+    return not isinstance(
+        exc, NonRecoverableError | RunAbortedError | ResourceError | TypeMismatchError | ConfigError
+    )
 
 
 def rebuild(

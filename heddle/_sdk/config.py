@@ -19,7 +19,7 @@ from heddle._storage import BlobStore
 from heddle._store import Store, sqlite_url
 from heddle._types.sink import set_default_sink
 
-EXECUTORS = ("process", "inline")
+EXECUTORS = ("process", "inline", "ray")
 DEFAULT_EXECUTOR = "process"
 
 
@@ -30,6 +30,7 @@ class Settings:
     storage_url: str
     executor: str
     capacity: Resources | None = None
+    ray_address: str | None = None
 
 
 def resolve_settings(
@@ -38,6 +39,7 @@ def resolve_settings(
     storage_url: str | None = None,
     executor: str | None = None,
     capacity: Resources | None = None,
+    ray_address: str | None = None,
 ) -> Settings:
     home = Path(root or os.environ.get("HEDDLE_HOME") or Path.cwd() / ".heddle").resolve()
     if home.exists() and not home.is_dir():
@@ -51,7 +53,14 @@ def resolve_settings(
         raise ConfigError(
             f"capacity must be heddle.Resources(cpu=..., memory=..., gpu=...), got {capacity!r}"
         )
-    return Settings(home=home, db_url=db, storage_url=storage, executor=ex, capacity=capacity)
+    return Settings(
+        home=home,
+        db_url=db,
+        storage_url=storage,
+        executor=ex,
+        capacity=capacity,
+        ray_address=ray_address or os.environ.get("HEDDLE_RAY_ADDRESS") or None,
+    )
 
 
 class Session:
@@ -60,7 +69,7 @@ class Session:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store = Store(settings.db_url)
-        self.blobs = BlobStore(settings.storage_url)
+        self.blobs = BlobStore(settings.storage_url, cache_dir=settings.home / "cache")
         self.literals = LiteralStore(self.blobs)
         set_default_sink(self.blobs)
 
@@ -79,16 +88,37 @@ class Session:
                 resolve=lambda ref: resolve_task(ref).spec,
                 capacity=self.settings.capacity,
                 secrets=lambda spec: {s.name: s.value() for s in spec.secrets},
-                session_env={
+                session_env=lambda: {
                     "HEDDLE_HOME": str(self.settings.home),
                     "HEDDLE_DB_URL": self.settings.db_url,
                     "HEDDLE_STORAGE_URL": self.settings.storage_url,
+                    **storage_credentials(),
                 },
             )
+        if name == "ray":
+            from heddle._executors.ray import RayConfig, RayExecutor
+            from heddle._sdk.image import runtime_env_for
+
+            config = RayConfig(
+                self.settings.db_url,
+                self.settings.storage_url,
+                self.settings.ray_address,
+                storage_credentials(),
+            )
+            return RayExecutor(config, self.blobs, runtime_env_for)
         raise ConfigError(f"unknown executor {name!r}: choose one of {', '.join(EXECUTORS)}")
 
     def close(self) -> None:
         self.store.close()
+
+
+_CREDENTIAL_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_")
+
+
+def storage_credentials() -> dict[str, str]:
+    """The object-store credentials in this process's environment, for worker processes
+    (which fork from a server started earlier, with the environment it had then)."""
+    return {k: v for k, v in os.environ.items() if k.startswith(_CREDENTIAL_PREFIXES)}
 
 
 _lock = threading.Lock()
@@ -102,12 +132,14 @@ def init(
     storage_url: str | None = None,
     executor: str | None = None,
     capacity: Resources | None = None,
+    ray_address: str | None = None,
 ) -> Session:
     """Set where runs are stored (``root`` for both, or a database URL and a storage URL),
-    the default executor ("process" or "inline") and, for the process executor, the
-    machine capacity to schedule against (detected when not given)."""
+    the default executor ("process", "inline" or "ray") and, for the process executor, the
+    machine capacity to schedule against (detected when not given); for the ray executor,
+    ``ray_address`` is the cluster to join (default $HEDDLE_RAY_ADDRESS, else a local Ray)."""
     global _session
-    settings = resolve_settings(root, db_url, storage_url, executor, capacity)
+    settings = resolve_settings(root, db_url, storage_url, executor, capacity, ray_address)
     with _lock:
         if _session is not None:
             _session.close()

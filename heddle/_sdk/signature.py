@@ -14,6 +14,7 @@ import msgspec
 
 from heddle import _types
 from heddle._errors import ConfigError, InputError, TypeMismatchError
+from heddle._types.validation import DataValidationError
 
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder()
@@ -71,9 +72,10 @@ class CallCodec:
                 plains.append(codec.to_plain(value))
             except TypeMismatchError as exc:
                 where = f" at {exc.path}" if exc.path else ""
+                # Chained, so a DataValidationError's checks stay reachable (__cause__).
                 raise InputError(
                     self.owner, f"expected {exc.expected}, got {exc.given}{where}", name
-                ) from None
+                ) from exc
         if len(inputs) != self._arity:
             unknown = sorted(set(inputs) - set(self.param_names))
             raise InputError(self.owner, f"unknown parameters {unknown}")
@@ -88,6 +90,10 @@ class CallCodec:
     def encode_output(self, value: Any) -> bytes:
         try:
             return _ENCODER.encode(self._out_codec.to_plain(value))
+        except DataValidationError as exc:
+            raise DataValidationError(
+                exc.schema, exc.checks, f"the return value of {self.owner!r}{exc.path}"
+            ) from None
         except TypeMismatchError as exc:
             raise TypeMismatchError(
                 exc.expected, exc.given, f"the return value of {self.owner!r}{exc.path}"

@@ -86,6 +86,9 @@ class TaskRef:
     name: str
     options: TaskOptions
     pickled: bytes | None = None
+    # The version computed where the task was defined (from its source): a process
+    # that gets the function by value may not find the source to hash it again.
+    version: str | None = None
 
 
 _resolved: dict[tuple[str, str, str, str], Task[Any, Any]] = {}
@@ -101,15 +104,17 @@ def resolve_task(ref: TaskRef) -> Task[Any, Any]:
         folder = os.path.dirname(ref.file)
         if folder not in sys.path:
             sys.path.insert(0, folder)
-    base: Any = None
+    base: Task[Any, Any]
     if ref.pickled is not None:
         fn, env = cloudpickle.loads(ref.pickled)
-        base = Task(fn, env, ref.options)
+        base = Task(fn, env, ref.options, version=ref.version)
     else:
         from heddle._sdk import program
 
         base = program.find_by_ref(ref.module, ref.file, ref.qualname, ref.name)
-    task = base if base.options == ref.options else Task(base.fn, base.env, ref.options)
+    if base.options != ref.options:
+        base = Task(base.fn, base.env, ref.options, version=ref.version or base.version)
+    task = base
     _resolved[key] = task
     return task
 
@@ -117,7 +122,13 @@ def resolve_task(ref: TaskRef) -> Task[Any, Any]:
 class Task(Generic[P, R]):
     """A registered task. Call it like the function it wraps."""
 
-    def __init__(self, fn: Callable[P, R], env: TaskEnvironment, options: TaskOptions) -> None:
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        env: TaskEnvironment,
+        options: TaskOptions,
+        version: str | None = None,
+    ) -> None:
         if not callable(fn):
             raise ConfigError(f"@env.task needs a function, got {fn!r}")
         self.fn = fn
@@ -142,10 +153,12 @@ class Task(Generic[P, R]):
         self.retry = to_retry(options.retries)
         self.timeout = to_timeout(options.timeout)
         self.resources = options.resources
-        self.version = source_version(
+        # What the task computes: its source and what its environment changes about it.
+        # Resources are left out: more memory does not change an output, and recovering
+        # an OOM'd run with more memory must not re-run what already succeeded.
+        self.version = version or source_version(
             _source_of(fn),
             self.name,
-            repr(self.resources),
             repr(sorted(options.env_vars.items())),
             repr(env.image),
             repr(sorted(x.name for x in env.secrets)),  # names only: values never leave the driver
@@ -176,7 +189,7 @@ class Task(Generic[P, R]):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickle what defines the task, not its derived codecs and spec.
-        return (Task, (self.fn, self.env, self.options))
+        return (Task, (self.fn, self.env, self.options, self.version))
 
     @functools.cached_property
     def ref(self) -> TaskRef:
@@ -194,7 +207,9 @@ class Task(Generic[P, R]):
             or fn.__module__ in ("__main__", "__mp_main__")
         ):
             pickled = cloudpickle.dumps((fn, self.env))
-        return TaskRef(fn.__module__, file, fn.__qualname__, self.name, self.options, pickled)
+        return TaskRef(
+            fn.__module__, file, fn.__qualname__, self.name, self.options, pickled, self.version
+        )
 
     def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Match call arguments to parameters, with defaults; InputError if they don't fit."""
@@ -247,7 +262,9 @@ class Task(Generic[P, R]):
             env_vars={**self.options.env_vars, **(env_vars or {})},
             oom=oom if oom is not None else self.options.oom,
         )
-        return Task(self.fn, self.env, opts)
+        # Same code, same version — unless the override changes its environment.
+        same_env = dict(opts.env_vars) == dict(self.options.env_vars)
+        return Task(self.fn, self.env, opts, version=self.version if same_env else None)
 
     def __await__(self) -> Generator[Any, None, None]:
         raise HeddleError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from heddle._runtime.context import current_action
@@ -18,50 +19,74 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def trace(fn: Callable[P, R]) -> Callable[P, R]:
-    """Decorate a sync or async function whose result should be recorded and replayed."""
-    # A script's module is "__main__" in the driver and "__mp_main__" in a worker
-    # process: one name for both, so a trace's id does not depend on where it ran.
-    module = "__main__" if fn.__module__ == "__mp_main__" else fn.__module__
-    name = f"{module}.{fn.__qualname__}"
-    codec = CallCodec(fn, f"trace {fn.__qualname__}")
+def _module_of(fn: Callable[..., Any]) -> str:
+    """A module name that is the same wherever the function runs.
 
-    if inspect.iscoroutinefunction(fn):
+    A script is "__main__" when started, "__mp_main__" in a worker, and named after
+    its file when ``heddle recover`` loads it: name it after its file every time,
+    so a trace's id does not depend on how its code was loaded.
+    """
+    module = fn.__module__
+    if module in ("__main__", "__mp_main__") or module.startswith("heddle_program"):
+        code = getattr(fn, "__code__", None)
+        if code is not None:
+            return Path(code.co_filename).stem
+    return module
 
-        @functools.wraps(fn)
-        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            ctx = current_action.get()
-            if ctx is None:
-                return await fn(*args, **kwargs)
-            c = ctx.controller
-            state, out = c.begin_step(
-                ctx, "trace", name, codec.encode_inputs(codec.bind(args, kwargs))
-            )
-            if out is not None:
-                return codec.decode_output(out)
-            c.note_step(state)
-            try:
-                result = await fn(*args, **kwargs)
-                out = codec.encode_output(result)
-            except Exception as exc:
-                await c.record_step(state, exc=exc)
-                raise
-            await c.record_step(state, out)
-            return codec.decode_output(out)
 
-        return async_wrapper  # type: ignore[return-value]
+class Traced:
+    """A function whose calls inside a run are recorded and replayed.
 
-    @functools.wraps(fn)
-    def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+    An object of an importable class rather than a closure: a script's tasks travel
+    to worker processes pickled by value, and this pickles as "trace(fn)".
+    """
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.name = f"{_module_of(fn)}.{fn.__qualname__}"
+        self.codec = CallCodec(fn, f"trace {fn.__qualname__}")
+        functools.update_wrapper(self, fn)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Traced, (self.fn,))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if inspect.iscoroutinefunction(self.fn):
+            return self._call_async(args, kwargs)
+        return self._call_sync(args, kwargs)
+
+    async def _call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         ctx = current_action.get()
         if ctx is None:
-            return fn(*args, **kwargs)
-        c = ctx.controller
-        state, out = c.begin_step(ctx, "trace", name, codec.encode_inputs(codec.bind(args, kwargs)))
+            return await self.fn(*args, **kwargs)
+        c, codec = ctx.controller, self.codec
+        state, out = c.begin_step(
+            ctx, "trace", self.name, codec.encode_inputs(codec.bind(args, kwargs))
+        )
+        if out is not None:
+            return codec.decode_output(out)
+        c.note_step(state)
+        try:
+            result = await self.fn(*args, **kwargs)
+            out = codec.encode_output(result)
+        except Exception as exc:
+            await c.record_step(state, exc=exc)
+            raise
+        await c.record_step(state, out)
+        return codec.decode_output(out)
+
+    def _call_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        ctx = current_action.get()
+        if ctx is None:
+            return self.fn(*args, **kwargs)
+        c, codec = ctx.controller, self.codec
+        state, out = c.begin_step(
+            ctx, "trace", self.name, codec.encode_inputs(codec.bind(args, kwargs))
+        )
         if out is not None:
             return codec.decode_output(out)
         try:
-            result = fn(*args, **kwargs)
+            result = self.fn(*args, **kwargs)
             out = codec.encode_output(result)
         except Exception as exc:
             c.record_step_sync(state, exc=exc)
@@ -69,4 +94,7 @@ def trace(fn: Callable[P, R]) -> Callable[P, R]:
         c.record_step_sync(state, out)
         return codec.decode_output(out)
 
-    return sync_wrapper
+
+def trace(fn: Callable[P, R]) -> Callable[P, R]:
+    """Decorate a sync or async function whose result should be recorded and replayed."""
+    return Traced(fn)  # type: ignore[return-value]

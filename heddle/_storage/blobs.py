@@ -1,7 +1,7 @@
 """Content-addressed blobs in an object store (local folder, S3, GCS, Azure).
 
 Owns every byte that Heddle keeps outside the database. Blobs are addressed by the
-SHA-256 of their content, written once, and verified on read.
+SHA-256 of their content, hashed while they are written, and verified on read.
 """
 
 from __future__ import annotations
@@ -9,15 +9,31 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import obstore
-from obstore.store import LocalStore, from_url
 
-from heddle._errors import BlobCorruptError, ConfigError, StorageError
+from heddle._errors import BlobCorruptError, StorageError
+from heddle._storage.io import (
+    CHUNK,
+    BlobWriter,
+    VerifyingReader,
+    hash_file,
+    io_pool,
+    open_store,
+    parallel,
+    run_quietly,
+)
+
+T = TypeVar("T")
 
 _BLOB_PREFIX = "blobs"
+SMALL = 4 * 2**20  # files up to this size are read whole and put in one request
 
 
 def blob_key(data: bytes) -> str:
@@ -32,32 +48,41 @@ def _key_to_path(key: str) -> str:
     return f"{_BLOB_PREFIX}/{digest[:2]}/{digest[2:]}"
 
 
-def _open_store(url: str) -> Any:
-    if "://" not in url:
-        path = Path(url).expanduser().resolve()
-        path.mkdir(parents=True, exist_ok=True)
-        return LocalStore(str(path))
-    if url.startswith("file://"):
-        path = Path(url[len("file://") :]).expanduser().resolve()
-        path.mkdir(parents=True, exist_ok=True)
-        return LocalStore(str(path))
-    try:
-        return from_url(url)
-    except Exception as exc:
-        raise ConfigError(f"cannot open object store {url!r}: {exc}") from exc
+def _default_cache_dir(url: str, root: Path | None) -> Path:
+    if root is not None:
+        return root.parent / "cache"
+    home = os.environ.get("HEDDLE_HOME")
+    base = Path(home) if home else Path.cwd() / ".heddle"
+    tag = hashlib.blake2b(url.encode(), digest_size=6).hexdigest()
+    return base.resolve() / "cache" / tag
 
 
 class BlobStore:
     """Puts and gets immutable blobs by content hash.
 
     Writes skip the upload when the blob is already present (content addressing makes
-    that safe); reads re-hash and refuse bytes that do not match their key.
+    that safe); reads re-hash and refuse bytes that do not match their key. Blobs of a
+    remote store are read through a verified local cache, so a blob is downloaded once
+    per machine and formats that need random access (Parquet) read a local file.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, cache_dir: str | os.PathLike[str] | None = None) -> None:
         self.url = url
-        self._store = _open_store(url)
+        self._store, self.root = open_store(url)
         self._known: set[str] = set()
+        self.cache_dir = (
+            Path(cache_dir) if cache_dir is not None else _default_cache_dir(url, self.root)
+        )
+        # Local blobs re-hashed in this process, with the (size, mtime) they had then.
+        self._verified: dict[str, tuple[int, int]] = {}
+        # Local files uploaded by put_file, so an unchanged 1 GB input is hashed once.
+        self._uploaded: dict[tuple[str, int, int, int], str] = {}
+
+    @property
+    def is_local(self) -> bool:
+        return self.root is not None
+
+    # -- whole values ----------------------------------------------------------------
 
     def put(self, data: bytes) -> str:
         key = blob_key(data)
@@ -113,6 +138,279 @@ class BlobStore:
             return None
         except Exception as exc:
             raise StorageError(f"cannot read {path} from {self.url}: {exc}") from exc
+
+    def put_many(self, datas: Sequence[bytes]) -> list[str]:
+        """Put many small blobs at once (in parallel)."""
+        return parallel(self.put, datas)
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes]:
+        """Get (and verify) many blobs at once (in parallel)."""
+        return parallel(self.get, keys)
+
+    # -- streaming writes --------------------------------------------------------------
+
+    def writer(self) -> BlobWriter:
+        """A binary file to write one blob into; its key is known once it is closed.
+
+        Bytes are hashed as they are written and land in a temporary object that is
+        renamed to its content address on close (local: a file rename; remote: a
+        multipart upload, then a server-side copy unless the blob already exists). A
+        remote blob is also written to the local cache, so reading it back is local.
+        """
+        tmp = f"tmp/{uuid.uuid4().hex}"
+        if self.root is not None:
+            return BlobWriter(self, local_tmp=self.root / tmp)
+        cache_tmp = self.cache_dir / tmp
+        return BlobWriter(self, remote_tmp=tmp, cache_tmp=cache_tmp)
+
+    def put_stream(self, chunks: Iterable[bytes | memoryview]) -> str:
+        """Write a blob from an iterator of byte chunks; returns its key."""
+        with self.writer() as w:
+            for chunk in chunks:
+                w.write(chunk)
+        return w.key
+
+    def put_file(self, path: str | os.PathLike[str]) -> str:
+        """Upload a local file as a blob, hashing it while it is copied (one pass).
+
+        The key is remembered per (path, size, mtime, inode), so uploading the same
+        unchanged file again costs a stat call, not a re-hash.
+        """
+        p = Path(path)
+        try:
+            st = p.stat()
+        except OSError as exc:
+            raise StorageError(f"cannot read {p}: {exc}") from exc
+        memo = (str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+        known = self._uploaded.get(memo)
+        if known is not None:
+            return known
+        if st.st_size <= SMALL:
+            # One read, one request: the key is known before the upload starts.
+            key = self.put(p.read_bytes())
+            self._uploaded[memo] = key
+            return key
+        with p.open("rb") as f:
+            if self.root is not None:
+                with self.writer() as w:
+                    _copy_into(f, w)
+            else:
+                w = self.writer()
+                w.skip_cache = True  # the source is local already
+                with w:
+                    _copy_into(f, w)
+        self._uploaded[memo] = w.key
+        return w.key
+
+    def put_files(self, paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+        """Upload many local files in parallel; keys in the order of ``paths``."""
+        return parallel(self.put_file, paths)
+
+    # -- verified reads ----------------------------------------------------------------
+
+    def exists(self, key: str) -> bool:
+        if key in self._known:
+            return True
+        path = _key_to_path(key)
+        if self.root is not None:
+            found = (self.root / path).is_file()
+        else:
+            try:
+                obstore.head(self._store, path)
+                found = True
+            except FileNotFoundError:
+                found = False
+            except Exception as exc:
+                raise StorageError(f"cannot reach {self.url}: {exc}") from exc
+        if found:
+            self._known.add(key)
+        return found
+
+    def size(self, key: str) -> int:
+        path = _key_to_path(key)
+        try:
+            if self.root is not None:
+                return (self.root / path).stat().st_size
+            return int(obstore.head(self._store, path)["size"])
+        except FileNotFoundError as exc:
+            raise StorageError(f"blob {key} is missing from {self.url}") from exc
+        except OSError as exc:
+            raise StorageError(f"cannot reach {self.url}: {exc}") from exc
+
+    def open(self, key: str) -> VerifyingReader:
+        """Stream a blob; reading it to the end verifies it (BlobCorruptError at EOF)."""
+        path = _key_to_path(key)
+        try:
+            if self.root is not None:
+                raw: Any = (self.root / path).open("rb")
+            else:
+                cached = self.cache_dir / path
+                raw = (
+                    cached.open("rb")
+                    if cached.is_file()
+                    else obstore.open_reader(self._store, path, buffer_size=CHUNK)
+                )
+        except FileNotFoundError as exc:
+            raise StorageError(f"blob {key} is missing from {self.url}") from exc
+        except Exception as exc:
+            raise StorageError(f"cannot read blob {key} from {self.url}: {exc}") from exc
+        return VerifyingReader(raw, key)
+
+    def local_file(self, key: str) -> Path:
+        """A local path holding the verified bytes of a blob (do not modify it).
+
+        Local store: the blob itself, re-hashed once per process unless it changed.
+        Remote store: the cached copy, downloaded (and hashed while written) if absent.
+        """
+        if self.root is not None:
+            path = self.root / _key_to_path(key)
+            self._verify_local(key, path)
+            return path
+        return self._cached(key)
+
+    def read_file(self, key: str, parse: Callable[[Path], T]) -> T:
+        """``parse(path)`` on a verified local copy of a blob.
+
+        For the local store the hash is checked in a worker thread while ``parse`` runs,
+        and the result is dropped (BlobCorruptError) if the bytes do not match.
+        """
+        if self.root is None:
+            return parse(self._cached(key))
+        path = self.root / _key_to_path(key)
+        stamp = _stamp(path, key, self.url)
+        if self._verified.get(key) == stamp:
+            return parse(path)
+        check: Future[str] = io_pool().submit(hash_file, path)
+        try:
+            result = parse(path)
+        except Exception as exc:
+            # Bad bytes often break the parser first: report the corruption, not that.
+            actual = check.result()
+            if actual != key:
+                raise BlobCorruptError(key, actual) from exc
+            raise
+        actual = check.result()
+        if actual != key:
+            raise BlobCorruptError(key, actual)
+        self._verified[key] = stamp
+        return result
+
+    def download(self, key: str, dest: str | os.PathLike[str]) -> Path:
+        """Copy a blob to ``dest`` (a new file), verified.
+
+        A remote blob not in the cache streams straight to ``dest`` (one request, hashed
+        while written) rather than through the cache.
+        """
+        target = Path(dest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
+        if self.root is None and not (self.cache_dir / _key_to_path(key)).is_file():
+            self._fetch(key, tmp)
+            os.replace(tmp, target)
+            return target
+        src = self.local_file(key)
+        try:
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, target)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StorageError(f"cannot write {target}: {exc}") from exc
+        return target
+
+    def download_many(self, pairs: Sequence[tuple[str, str | os.PathLike[str]]]) -> list[Path]:
+        """Download many blobs in parallel: ``[(key, dest), ...]``."""
+        return parallel(lambda kd: self.download(kd[0], kd[1]), pairs)
+
+    # -- internals -----------------------------------------------------------------
+
+    def _verify_local(self, key: str, path: Path) -> None:
+        stamp = _stamp(path, key, self.url)
+        if self._verified.get(key) == stamp:
+            return
+        actual = hash_file(path)
+        if actual != key:
+            raise BlobCorruptError(key, actual)
+        self._verified[key] = stamp
+
+    def _cached(self, key: str) -> Path:
+        path = self.cache_dir / _key_to_path(key)
+        if path.is_file():
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.part")
+        self._fetch(key, tmp)
+        os.replace(tmp, path)
+        return path
+
+    def _fetch(self, key: str, dest: Path) -> None:
+        """Stream a remote blob into ``dest`` with one GET, hashing it on the way."""
+        h = hashlib.sha256()
+        try:
+            result = obstore.get(self._store, _key_to_path(key))
+            with dest.open("wb") as out:
+                for chunk in result.stream(min_chunk_size=CHUNK):
+                    h.update(chunk)
+                    out.write(chunk)
+        except FileNotFoundError as exc:
+            dest.unlink(missing_ok=True)
+            raise StorageError(f"blob {key} is missing from {self.url}") from exc
+        except Exception as exc:
+            dest.unlink(missing_ok=True)
+            raise StorageError(f"cannot read blob {key} from {self.url}: {exc}") from exc
+        actual = "sha256:" + h.hexdigest()
+        if actual != key:
+            dest.unlink(missing_ok=True)
+            raise BlobCorruptError(key, actual)
+
+    # Used by BlobWriter when it finishes.
+    def _finish_local(self, tmp: Path, key: str) -> None:
+        dest = self.root / _key_to_path(key) if self.root is not None else tmp
+        if dest.is_file():
+            tmp.unlink(missing_ok=True)
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, dest)
+        self._known.add(key)
+
+    def _finish_remote(self, tmp: str, key: str, cache_tmp: Path | None) -> None:
+        final = _key_to_path(key)
+        try:
+            if self.exists(key):
+                obstore.delete(self._store, tmp)
+            else:
+                obstore.rename(self._store, tmp, final)
+        except Exception as exc:
+            run_quietly(lambda: obstore.delete(self._store, tmp))
+            raise StorageError(f"cannot write blob {key} to {self.url}: {exc}") from exc
+        self._known.add(key)
+        if cache_tmp is not None:
+            dest = self.cache_dir / final
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(cache_tmp, dest)
+
+    def _abort_remote(self, tmp: str) -> None:
+        run_quietly(lambda: obstore.delete(self._store, tmp))
+
+    def _open_remote_writer(self, tmp: str) -> Any:
+        return obstore.open_writer(self._store, tmp, buffer_size=CHUNK, max_concurrency=8)
+
+
+def _stamp(path: Path, key: str, url: str) -> tuple[int, int]:
+    try:
+        st = path.stat()
+    except FileNotFoundError as exc:
+        raise StorageError(f"blob {key} is missing from {url}") from exc
+    return (st.st_size, st.st_mtime_ns)
+
+
+def _copy_into(src: Any, w: BlobWriter) -> None:
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    while True:
+        n = src.readinto(buf)
+        if not n:
+            return
+        w.write(view[:n])
 
 
 def default_storage_url(home: str | os.PathLike[str]) -> str:

@@ -18,6 +18,10 @@ from heddle._types._base import (
     type_name,
 )
 from heddle._types.dynamic import PickleFallbackWarning, reset_pickle_warnings
+from heddle._types.lazy import register_optional_families
+
+# Tables, arrays, tensors and pandera: registered by name, imported on first use.
+register_optional_families()
 
 __all__ = [
     "Codec",

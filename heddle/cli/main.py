@@ -86,9 +86,9 @@ def cli(home: str | None, db_url: str | None, storage_url: str | None) -> None:
 def _register() -> None:
     from heddle.cli.control import abort, recover
     from heddle.cli.logs import logs
-    from heddle.server.cli import serve
     from heddle.cli.run import run
     from heddle.cli.runs import runs
+    from heddle.server.cli import serve
 
     cli.add_command(run)
     cli.add_command(runs)

@@ -155,7 +155,7 @@ class _Viewer:
 
     def _parquet_preview(self, key: str) -> dict[str, Any]:
         try:
-            import pyarrow.parquet as pq  # type: ignore[import-untyped]
+            import pyarrow.parquet as pq
         except ImportError:
             return {"error": "install pyarrow to preview tables"}
         try:
