@@ -97,4 +97,4 @@ class Traced:
 
 def trace(fn: Callable[P, R]) -> Callable[P, R]:
     """Decorate a sync or async function whose result should be recorded and replayed."""
-    return Traced(fn)  # type: ignore[return-value]
+    return Traced(fn)
