@@ -30,6 +30,7 @@ from heddle._sdk.environment import TaskEnvironment
 from heddle._sdk.fanout import map
 from heddle._sdk.files import DataFrame, Dir, File
 from heddle._sdk.group import group
+from heddle._sdk.image import Image
 from heddle._sdk.run import Run, abort, get_run, recover, run
 from heddle._sdk.task import Task
 from heddle._sdk.trace import trace
@@ -46,6 +47,7 @@ __all__ = [
     "Dir",
     "File",
     "HeddleError",
+    "Image",
     "InputError",
     "NonRecoverableError",
     "OOMError",

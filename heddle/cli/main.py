@@ -85,6 +85,7 @@ def cli(home: str | None, db_url: str | None, storage_url: str | None) -> None:
 
 def _register() -> None:
     from heddle.cli.control import abort, recover
+    from heddle.cli.image import image
     from heddle.cli.logs import logs
     from heddle.cli.run import run
     from heddle.cli.runs import runs
@@ -96,6 +97,7 @@ def _register() -> None:
     cli.add_command(abort)
     cli.add_command(logs)
     cli.add_command(serve)
+    cli.add_command(image)
 
 
 _register()

@@ -85,7 +85,14 @@ class TaskCommand(click.Command):
     def _start(self, **values: Any) -> None:
         ctx = click.get_current_context()
         args, kwargs = _params.call_arguments(self.task, self.task_params, ctx)
-        run = heddle.run(self.task, *args, name=values["heddle_run_name"], wait=False, **kwargs)
+        run = heddle.run(
+            self.task,
+            *args,
+            name=values["heddle_run_name"],
+            wait=False,
+            executor=values["heddle_run_executor"],
+            **kwargs,
+        )
         code = _live.follow(
             run,
             verb="running",
