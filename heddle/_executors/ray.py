@@ -149,13 +149,10 @@ def task_options(resources: Resources, task: str) -> dict[str, Any]:
         opts["memory"] = memory
     if resources.gpu:
         opts["num_gpus"] = resources.gpu
-    # Fields a later Resources may carry (see bench/RAY.md): read them when present.
-    accelerator = getattr(resources, "accelerator", None)
-    if accelerator:
-        opts["accelerator_type"] = accelerator
-    custom = getattr(resources, "custom", None)
-    if custom:
-        opts["resources"] = dict(custom)
+    if resources.accelerator:
+        opts["accelerator_type"] = resources.accelerator
+    if resources.custom:
+        opts["resources"] = dict(resources.custom)
     return opts
 
 

@@ -57,11 +57,18 @@ def seconds_of(value: float | int | timedelta | None, what: str) -> float | None
 
 @dataclass(frozen=True)
 class Resources:
-    """What one action of a task needs: cpu cores, memory and GPUs."""
+    """What one action of a task needs: cpu cores, memory and GPUs.
+
+    ``accelerator`` (e.g. "A100") and ``custom`` resources (name -> amount) place the
+    action on a cluster node that has them (the ray executor); one machine's
+    executors schedule by cpu, memory and GPU count only.
+    """
 
     cpu: float | int | str | None = None
     memory: int | str | None = None
     gpu: int | None = None
+    accelerator: str | None = None
+    custom: tuple[tuple[str, float], ...] | dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         if self.cpu is not None:
@@ -81,6 +88,23 @@ class Resources:
             isinstance(self.gpu, bool) or not isinstance(self.gpu, int) or self.gpu < 0
         ):
             raise ConfigError(f"gpu must be a non-negative integer, got {self.gpu!r}")
+        if self.accelerator is not None and (
+            not isinstance(self.accelerator, str) or not self.accelerator.strip()
+        ):
+            raise ConfigError(
+                f"accelerator must be a name such as 'A100', got {self.accelerator!r}"
+            )
+        if self.custom is not None:
+            items = dict(self.custom)
+            for name, amount in items.items():
+                if not isinstance(name, str) or not name:
+                    raise ConfigError(f"custom resource names must be strings, got {name!r}")
+                if isinstance(amount, bool) or not isinstance(amount, int | float) or amount <= 0:
+                    raise ConfigError(
+                        f"custom resource {name!r} needs a positive amount, got {amount!r}"
+                    )
+            # Stored sorted, as pairs: Resources stays hashable and compares by content.
+            object.__setattr__(self, "custom", tuple(sorted(items.items())))
 
     @property
     def cpu_cores(self) -> float | None:

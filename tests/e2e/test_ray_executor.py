@@ -90,7 +90,12 @@ def ray_cluster() -> Iterator[RayCluster]:
                 },
             )
             gpu = cluster.add_node(
-                node_ip_address="127.0.0.1", num_cpus=2, num_gpus=1, memory=2 * GiB
+                node_ip_address="127.0.0.1",
+                num_cpus=2,
+                num_gpus=1,
+                memory=2 * GiB,
+                # What Ray reports for a node with a T4, plus a resource of our own.
+                resources={"accelerator_type:T4": 1, "fast_disk": 1},
             )
             spare = cluster.add_node(node_ip_address="127.0.0.1", num_cpus=2, memory=2 * GiB)
         except Exception as exc:
@@ -171,6 +176,15 @@ def test_a_task_needing_a_gpu_runs_on_the_only_node_that_has_one(ray_home: RayCl
     where, cuda = heddle.run(rtasks.on_gpu).outputs()
     assert where == ray_home.gpu_id
     assert cuda == "0"
+
+
+def test_accelerator_type_and_custom_resources_place_an_action_on_the_node_that_has_them(
+    ray_home: RayCluster,
+) -> None:
+    assert heddle.run(rtasks.on_t4).outputs() == ray_home.gpu_id
+    assert heddle.run(rtasks.on_fast_disk).outputs() == ray_home.gpu_id
+    with pytest.raises(heddle.ResourceError, match="accelerator_type=A100"):
+        heddle.run(rtasks.on_t4.override(resources=heddle.Resources(accelerator="A100"))).outputs()
 
 
 def test_a_request_no_node_can_hold_is_refused_before_it_is_submitted(

@@ -56,6 +56,16 @@ def on_gpu() -> tuple[str, str]:
     return node(), os.environ.get("CUDA_VISIBLE_DEVICES", "")
 
 
+@env.task(resources=heddle.Resources(accelerator="T4"))
+def on_t4() -> str:
+    return node()
+
+
+@env.task(resources=heddle.Resources(custom={"fast_disk": 1}))
+def on_fast_disk() -> str:
+    return node()
+
+
 @env.task
 def fail_with(message: str) -> int:
     raise KeyError(message)
