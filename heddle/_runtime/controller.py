@@ -158,13 +158,7 @@ class Controller:
         limiter: asyncio.Semaphore | None = None,
     ) -> PreparedCall:
         """Validate and encode a call and derive its action id (raises InputError)."""
-        encoded = spec.encode_inputs(inputs)
-        ih = input_hash(encoded)
-        n, seq = parent.next_call(spec.name, ih)
-        aid = action_id(self.run_id, parent.action_id, spec.name, ih, n)
-        return PreparedCall(
-            spec, aid, encoded, ih, seq, parent.action_id, current_group.get(), limiter
-        )
+        return prepare_call(self.run_id, spec, inputs, parent, limiter)
 
     def prepare_root(self, spec: TaskSpec, encoded_inputs: bytes) -> PreparedCall:
         ih = input_hash(encoded_inputs)
@@ -625,6 +619,22 @@ class Controller:
 
     def on_loop_thread(self) -> bool:
         return threading.get_ident() == self.loop_thread
+
+
+def prepare_call(
+    run_id: str,
+    spec: TaskSpec,
+    inputs: Mapping[str, Any],
+    parent: ActionContext,
+    limiter: asyncio.Semaphore | None = None,
+) -> PreparedCall:
+    """Validate and encode a call and derive its action id, the same way in every
+    process: the id depends on the run, the parent, the task, the inputs and n."""
+    encoded = spec.encode_inputs(inputs)
+    ih = input_hash(encoded)
+    n, seq = parent.next_call(spec.name, ih)
+    aid = action_id(run_id, parent.action_id, spec.name, ih, n)
+    return PreparedCall(spec, aid, encoded, ih, seq, parent.action_id, current_group.get(), limiter)
 
 
 def _state_of(r: ActionRecord) -> ActionState:

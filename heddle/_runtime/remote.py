@@ -18,8 +18,8 @@ from heddle._errors import HeddleError
 from heddle._errors import TimeoutError as HeddleTimeout
 from heddle._runtime import failures
 from heddle._runtime.context import ActionContext, current_group
-from heddle._runtime.controller import PreparedCall
-from heddle._runtime.ids import action_id, input_hash
+from heddle._runtime.controller import PreparedCall, prepare_call
+from heddle._runtime.ids import input_hash
 from heddle._runtime.journal import ActionState
 from heddle._runtime.spec import TaskSpec
 
@@ -83,13 +83,7 @@ class RemoteController:
         parent: ActionContext,
         limiter: asyncio.Semaphore | None = None,
     ) -> PreparedCall:
-        encoded = spec.encode_inputs(inputs)
-        ih = input_hash(encoded)
-        n, seq = parent.next_call(spec.name, ih)
-        aid = action_id(self.run_id, parent.action_id, spec.name, ih, n)
-        return PreparedCall(
-            spec, aid, encoded, ih, seq, parent.action_id, current_group.get(), limiter
-        )
+        return prepare_call(self.run_id, spec, inputs, parent, limiter)
 
     async def run(self, call: PreparedCall) -> Any:
         return call.spec.decode_output(await self.run_encoded(call))
@@ -98,20 +92,26 @@ class RemoteController:
         if call.limiter is not None:
             await _acquire(call)
         try:
-            fut = self._request(
-                CALL,
-                call.spec.ref.get(),
-                call.action_id,
-                call.encoded_inputs,
-                call.in_hash,
-                call.seq,
-                call.parent_id,
-                call.group,
-            )
-            ok, payload = await asyncio.wrap_future(fut)
+            ok, payload = await asyncio.wrap_future(self._send_call(call))
         finally:
             if call.limiter is not None:
                 call.limiter.release()
+        return self._output_of(call, ok, payload)
+
+    def _send_call(self, call: PreparedCall) -> concurrent.futures.Future[tuple[bool, Any]]:
+        return self._request(
+            CALL,
+            call.spec.ref.get(),
+            call.action_id,
+            call.encoded_inputs,
+            call.in_hash,
+            call.seq,
+            call.parent_id,
+            call.group,
+        )
+
+    def _output_of(self, call: PreparedCall, ok: bool, payload: Any) -> bytes:
+        """The encoded output the driver sent back, or the child's error raised here."""
         if ok:
             assert isinstance(payload, bytes)
             return payload
@@ -128,21 +128,8 @@ class RemoteController:
         if self.loop.is_running():  # called from a thread the task started
             return asyncio.run_coroutine_threadsafe(self.run(call), self.loop).result()
         # A sync task body: ask the driver and wait; the reader thread delivers the reply.
-        ok, payload = self._request(
-            CALL,
-            call.spec.ref.get(),
-            call.action_id,
-            call.encoded_inputs,
-            call.in_hash,
-            call.seq,
-            call.parent_id,
-            call.group,
-        ).result()
-        if not ok:
-            raise failures.rebuild(
-                failures.Failure.from_json(payload), call.spec.name, call.action_id, self.run_id
-            )
-        return call.spec.decode_output(payload)
+        ok, payload = self._send_call(call).result()
+        return call.spec.decode_output(self._output_of(call, ok, payload))
 
     # -- recorded steps --------------------------------------------------------------
 

@@ -127,8 +127,12 @@ def _row_to_run(row: Any) -> RunRecord:
     )
 
 
-def _row_to_action(row: Any) -> ActionRecord:
+def action_from_row(row: Any) -> ActionRecord:
+    """An ActionRecord from a row of ``actions``; a query may leave out the large
+    ``inputs`` and ``output`` columns, which then read as None."""
     m = row._mapping
+    inputs = m.get("inputs")
+    output = m.get("output")
     return ActionRecord(
         id=m["id"],
         run_id=m["run_id"],
@@ -142,8 +146,8 @@ def _row_to_action(row: Any) -> ActionRecord:
         attempts=m["attempts"],
         cached=bool(m["cached"]),
         cache_key=m["cache_key"],
-        inputs=None if m["inputs"] is None else bytes(m["inputs"]),
-        output=None if m["output"] is None else bytes(m["output"]),
+        inputs=None if inputs is None else bytes(inputs),
+        output=None if output is None else bytes(output),
         error=m["error"],
         queued_at=m["queued_at"],
         started_at=m["started_at"],
@@ -356,7 +360,7 @@ class Store:
     def actions_of_run(self, run_id: str) -> list[ActionRecord]:
         stmt = select(actions).where(actions.c.run_id == run_id).order_by(actions.c.queued_at)
         with self._errors("read actions"), self._engine.connect() as conn:
-            return [_row_to_action(r) for r in conn.execute(stmt)]
+            return [action_from_row(r) for r in conn.execute(stmt)]
 
     def actions_of_parent(self, run_id: str, parent_id: str) -> list[ActionRecord]:
         """The children an action has called (tasks and recorded steps)."""
@@ -367,7 +371,7 @@ class Store:
             .order_by(actions.c.seq)
         )
         with self._errors("read actions"), self._engine.connect() as conn:
-            return [_row_to_action(r) for r in conn.execute(stmt)]
+            return [action_from_row(r) for r in conn.execute(stmt)]
 
     def get_action(self, action_id: str, run_id: str | None = None) -> ActionRecord | None:
         """One action; pass its run id too for a primary-key lookup."""
@@ -376,7 +380,7 @@ class Store:
             stmt = stmt.where(actions.c.run_id == run_id)
         with self._errors("read an action"), self._engine.connect() as conn:
             row = conn.execute(stmt).first()
-            return None if row is None else _row_to_action(row)
+            return None if row is None else action_from_row(row)
 
     def attempts_of_run(self, run_id: str) -> list[AttemptRecord]:
         stmt = (

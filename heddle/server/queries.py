@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from heddle._errors import StoreError
 from heddle._store import FINAL_STATES, ActionRecord, AttemptRecord, Store
 from heddle._store.schema import actions, attempts, runs
+from heddle._store.store import action_from_row
 
 # The columns every attempt has; anything else on the table (resource use added
 # later by the executors) is reported as it is.
@@ -176,7 +177,7 @@ class Queries:
                     .limit(2)
                 ).all()
                 row = rows[0] if len(rows) == 1 else None
-        return None if row is None else _action(row)
+        return None if row is None else action_from_row(row)
 
     def shape(self, run_id: str) -> RunShape:
         """The run's counts per parent and group (one GROUP BY over the run).
@@ -254,7 +255,7 @@ class Queries:
                     .limit(limit)
                     .offset(offset)
                 ).all()
-            page = [_action(r) for r in rows]
+            page = [action_from_row(r) for r in rows]
         child_counts = {a: shape.children_of(a) for a in [parent_id, *(p.id for p in page)]}
         return ChildrenPage(groups, page, child_counts, total)
 
@@ -276,7 +277,7 @@ class Queries:
                 .limit(limit)
                 .offset(offset)
             ).all()
-        return [_action(r) for r in rows], total
+        return [action_from_row(r) for r in rows], total
 
     def ancestors(self, run_id: str, action: ActionRecord, limit: int = 50) -> list[ActionRecord]:
         """The chain of parents from the root down to (not including) ``action``."""
@@ -291,7 +292,7 @@ class Queries:
                 ).first()
                 if row is None:
                     break
-                rec = _action(row)
+                rec = action_from_row(row)
                 chain.append(rec)
                 parent = rec.parent_id
         chain.reverse()
@@ -313,7 +314,7 @@ class Queries:
             rows = conn.execute(
                 select(actions).where(where).order_by(actions.c.seq).limit(limit).offset(offset)
             ).all()
-        return [_action(r) for r in rows], total
+        return [action_from_row(r) for r in rows], total
 
     def attempts_of(
         self, run_id: str, action_ids: Sequence[str]
@@ -372,29 +373,3 @@ def _direct_groups(level: dict[str | None, StatusCounts], group: str | None) -> 
         key = prefix + name[len(prefix) :].split("/", 1)[0]
         found.setdefault(key, StatusCounts()).merge(counts)
     return [GroupSummary(k, found[k]) for k in sorted(found)]
-
-
-def _action(row: Any) -> ActionRecord:
-    m = row._mapping
-    inputs = m.get("inputs")
-    output = m.get("output")
-    return ActionRecord(
-        id=m["id"],
-        run_id=m["run_id"],
-        parent_id=m["parent_id"],
-        seq=m["seq"],
-        kind=m["kind"],
-        task_name=m["task_name"],
-        task_version=m["task_version"],
-        group_name=m["group_name"],
-        status=m["status"],
-        attempts=m["attempts"],
-        cached=bool(m["cached"]),
-        cache_key=m["cache_key"],
-        inputs=None if inputs is None else bytes(inputs),
-        output=None if output is None else bytes(output),
-        error=m["error"],
-        queued_at=m["queued_at"],
-        started_at=m["started_at"],
-        finished_at=m["finished_at"],
-    )
