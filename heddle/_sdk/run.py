@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -38,6 +39,13 @@ class Run:
 
     def __repr__(self) -> str:
         return f"<heddle run {self.id} {self.status}>"
+
+    @property
+    def url(self) -> str:
+        """Where ``heddle serve`` shows this run (base from HEDDLE_UI_URL, default
+        http://127.0.0.1:8080)."""
+        base = os.environ.get("HEDDLE_UI_URL", "http://127.0.0.1:8080").rstrip("/")
+        return f"{base}/runs/{self.id}"
 
     @property
     def record(self) -> RunRecord:

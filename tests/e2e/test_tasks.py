@@ -452,3 +452,16 @@ def test_run_names_longer_than_the_store_allows_are_refused_on_every_backend(
     assert heddle._sdk.run.list_runs() == []
     longest = "n" * 200
     assert heddle.get_run(heddle.run(main, 1, name=longest).id).name == longest
+
+
+def test_run_url_points_at_the_run_page_of_heddle_serve(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @env.task
+    async def main(x: int) -> int:
+        return x
+
+    run = heddle.run(main, 1)
+    assert run.url == f"http://127.0.0.1:8080/runs/{run.id}"
+    monkeypatch.setenv("HEDDLE_UI_URL", "https://heddle.example.test/")
+    assert run.url == f"https://heddle.example.test/runs/{run.id}"
