@@ -17,8 +17,9 @@ from typing import Any
 
 from heddle._errors import TimeoutError as HeddleTimeout
 from heddle._executors.capture import _buffer, start_capture
+from heddle._runtime.calls import PreparedCall
 from heddle._runtime.context import ActionContext, current_action, current_group
-from heddle._runtime.controller import Attempt, PreparedCall
+from heddle._runtime.controller import Attempt
 from heddle._runtime.spec import TaskSpec
 
 

@@ -28,8 +28,9 @@ from heddle._errors import TimeoutError as HeddleTimeout
 from heddle._executors import worker as worker_module
 from heddle._executors.resources import Capacity, Grant, Ledger, Request, capacity_from
 from heddle._runtime import failures
+from heddle._runtime.calls import PreparedCall
 from heddle._runtime.context import ActionContext
-from heddle._runtime.controller import Attempt, Controller, PreparedCall
+from heddle._runtime.controller import Attempt, Controller
 from heddle._runtime.remote import CALL, DONE, READY, REPLY, RUN, STEP, STOP
 from heddle._runtime.spec import Resources, TaskSpec
 

@@ -20,8 +20,9 @@ import ray.exceptions
 from heddle._errors import ConfigError, OOMError, ResourceError, WorkerLostError
 from heddle._errors import TimeoutError as HeddleTimeout
 from heddle._runtime import failures
+from heddle._runtime.calls import PreparedCall
 from heddle._runtime.context import ActionContext
-from heddle._runtime.controller import Attempt, PreparedCall
+from heddle._runtime.controller import Attempt
 from heddle._runtime.spec import Resources, Secret, TaskSpec
 from heddle._storage import BlobStore
 

@@ -27,8 +27,9 @@ import ray
 from heddle._errors import HeddleError, OOMError
 from heddle._executors.ray import ActionJob, Outcome, RayExecutor, oom_marker
 from heddle._runtime import failures
+from heddle._runtime.calls import PreparedCall
 from heddle._runtime.context import ActionContext, current_action, current_group
-from heddle._runtime.controller import Controller, PreparedCall
+from heddle._runtime.controller import Controller
 from heddle._runtime.journal import ActionState
 from heddle._runtime.literals import LiteralStore
 from heddle._runtime.spec import TaskSpec

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     import asyncio
     from collections.abc import Awaitable, Callable, Mapping
 
-    from heddle._runtime.controller import PreparedCall
+    from heddle._runtime.calls import PreparedCall
     from heddle._runtime.journal import ActionState
     from heddle._runtime.spec import TaskSpec
 

@@ -17,13 +17,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import msgspec
-
 from heddle._errors import HeddleError, OOMError, RunAbortedError
 from heddle._errors import TimeoutError as HeddleTimeout
 from heddle._runtime import failures
+from heddle._runtime.cache import OutputCache, cache_key_of
+from heddle._runtime.calls import PreparedCall, admit, prepare_call
 from heddle._runtime.context import ActionContext, current_group
-from heddle._runtime.ids import action_id, cache_key, input_hash
+from heddle._runtime.ids import action_id, input_hash
 from heddle._runtime.journal import ActionState, AttemptState, Journal
 from heddle._runtime.literals import LiteralStore
 from heddle._runtime.spec import Resources, TaskSpec
@@ -65,20 +65,6 @@ class Executor(Protocol):
 
 
 @dataclass(slots=True)
-class PreparedCall:
-    """A validated call with its derived id, ready to run."""
-
-    spec: TaskSpec
-    action_id: str
-    encoded_inputs: bytes
-    in_hash: str
-    seq: int
-    parent_id: str | None
-    group: str | None
-    limiter: asyncio.Semaphore | None = None
-
-
-@dataclass(slots=True)
 class Stats:
     """Live counters for progress displays."""
 
@@ -115,8 +101,7 @@ class Controller:
         self.journal = Journal(store, loop)
         self.stats = Stats()
         self._prior: dict[str, ActionRecord] = dict(prior_actions or {})
-        self._inflight_cache: dict[str, asyncio.Future[bytes]] = {}
-        self._cache_wanted: dict[str, list[asyncio.Future[bytes | None]]] = {}
+        self.cache = OutputCache(store, literals, loop)
         self.aborting = False
         if prior_actions or prior_attempts:
             self.journal.mark_persisted(
@@ -229,74 +214,18 @@ class Controller:
                 )
             )
         self.stats.started += 1
-        key = self._cache_key(call)
+        key = cache_key_of(call)
         if key is None:
             return await self._run_attempts(call, state)
         state.cache_key = key
         assert spec.cache is not None
         if spec.cache.behavior == "auto":
-            hit = await self._cache_lookup(key)
-            if hit is None:
-                pending = self._inflight_cache.get(key)
-                if pending is not None:
-                    try:
-                        hit = await asyncio.shield(pending)
-                    except Exception:
-                        hit = None  # the first computation failed: compute our own
+            hit = await self.cache.find(key)
             if hit is not None:
                 return await self._record_cache_hit(state, hit)
-        mine: asyncio.Future[bytes] = self.loop.create_future()
-        self._inflight_cache[key] = mine
-        try:
-            out = await self._run_attempts(call, state)
-            mine.set_result(out)
-            return out
-        except BaseException as exc:
-            mine.set_exception(exc)
-            mine.exception()  # mark retrieved: there may be no waiters
-            raise
-        finally:
-            if self._inflight_cache.get(key) is mine:
-                del self._inflight_cache[key]
+        return await self.cache.compute(key, lambda: self._run_attempts(call, state))
 
     # -- cache -----------------------------------------------------------------------
-
-    def _cache_key(self, call: PreparedCall) -> str | None:
-        cache = call.spec.cache
-        if cache is None:
-            return None
-        in_hash = call.in_hash
-        if cache.ignored_inputs:
-            # Inputs are encoded as one list in parameter order: drop the ignored positions.
-            names = call.spec.param_names
-            values = msgspec.msgpack.decode(call.encoded_inputs)
-            kept = [v for n, v in zip(names, values, strict=True) if n not in cache.ignored_inputs]
-            in_hash = input_hash(msgspec.msgpack.encode(kept))
-        return cache_key(call.spec.name, cache.version or call.spec.version, in_hash)
-
-    async def _cache_lookup(self, key: str) -> bytes | None:
-        """Look a key up in the cache; lookups made in one loop turn share one query."""
-        fut: asyncio.Future[bytes | None] = self.loop.create_future()
-        if not self._cache_wanted:
-            self.loop.call_soon(self._read_cache)
-        self._cache_wanted.setdefault(key, []).append(fut)
-        literal = await fut
-        return None if literal is None else self.literals.from_literal(literal)
-
-    def _read_cache(self) -> None:
-        wanted, self._cache_wanted = self._cache_wanted, {}
-        try:
-            found = self.store.cache_get_many(list(wanted))
-        except Exception as exc:
-            for futs in wanted.values():
-                for f in futs:
-                    if not f.done():
-                        f.set_exception(exc)
-            return
-        for key, futs in wanted.items():
-            for f in futs:
-                if not f.done():
-                    f.set_result(found.get(key))
 
     async def _record_cache_hit(self, state: ActionState, out: bytes) -> bytes:
         now = time.time()
@@ -328,7 +257,7 @@ class Controller:
         if call.limiter is not None:
             self.journal.put_action(state)
             try:
-                await self._admit(call)
+                await admit(call)
             except HeddleTimeout as exc:
                 # Timed out in the queue: it never ran, but it did fail.
                 state.status = FAILED
@@ -485,19 +414,6 @@ class Controller:
         current = resources.memory_bytes or exc.limit_bytes or exc.peak_bytes or 2**30
         return Resources(cpu=resources.cpu, memory=spec.oom.next_memory(current), gpu=resources.gpu)
 
-    async def _admit(self, call: PreparedCall) -> None:
-        """Wait for a concurrency slot (heddle.map), within the task's max queued time."""
-        assert call.limiter is not None
-        timeout = call.spec.timeout.queued_seconds if call.spec.timeout else None
-        if timeout is None:
-            await call.limiter.acquire()
-            return
-        try:
-            async with asyncio.timeout(timeout):
-                await call.limiter.acquire()
-        except TimeoutError:
-            raise HeddleTimeout(call.spec.name, timeout, phase="queued") from None
-
     # -- recorded steps (traces, durable sleep and clock) -----------------------------
 
     def begin_step(
@@ -619,22 +535,6 @@ class Controller:
 
     def on_loop_thread(self) -> bool:
         return threading.get_ident() == self.loop_thread
-
-
-def prepare_call(
-    run_id: str,
-    spec: TaskSpec,
-    inputs: Mapping[str, Any],
-    parent: ActionContext,
-    limiter: asyncio.Semaphore | None = None,
-) -> PreparedCall:
-    """Validate and encode a call and derive its action id, the same way in every
-    process: the id depends on the run, the parent, the task, the inputs and n."""
-    encoded = spec.encode_inputs(inputs)
-    ih = input_hash(encoded)
-    n, seq = parent.next_call(spec.name, ih)
-    aid = action_id(run_id, parent.action_id, spec.name, ih, n)
-    return PreparedCall(spec, aid, encoded, ih, seq, parent.action_id, current_group.get(), limiter)
 
 
 def _state_of(r: ActionRecord) -> ActionState:

@@ -83,7 +83,7 @@ def _collector_tuned_for_runs() -> Iterator[None]:
 @dataclass
 class RunOutcome:
     status: str
-    value: Any = None
+    output: bytes | None = None  # the root's encoded output
     error: BaseException | None = None
 
 
@@ -130,12 +130,12 @@ class Driver:
         )
         self.controller = controller
         call = controller.prepare_root(self.spec, self.encoded_inputs)
-        root = asyncio.ensure_future(controller.run(call))
+        # The encoded output is what the run record keeps: no decode and re-encode.
+        root = asyncio.ensure_future(controller.run_encoded(call))
         watcher = asyncio.ensure_future(self._watch(root))
         outcome: RunOutcome
         try:
-            value = await root
-            outcome = RunOutcome(SUCCEEDED, value=value)
+            outcome = RunOutcome(SUCCEEDED, output=await root)
         except asyncio.CancelledError:
             outcome = RunOutcome(ABORTED, error=RunAbortedError(self.run_id))
             if not controller.aborting:
@@ -160,7 +160,8 @@ class Driver:
             "heartbeat_at": None,
         }
         if outcome.status == SUCCEEDED:
-            values["output"] = self.literals.to_literal(self.spec.encode_output(outcome.value))
+            assert outcome.output is not None
+            values["output"] = self.literals.to_literal(outcome.output)
             values["error"] = None
         elif outcome.error is not None:
             kind = failures.ABORTED if outcome.status == ABORTED else None

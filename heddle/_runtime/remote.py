@@ -15,10 +15,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from heddle._errors import HeddleError
-from heddle._errors import TimeoutError as HeddleTimeout
 from heddle._runtime import failures
+from heddle._runtime.calls import PreparedCall, admit, prepare_call
 from heddle._runtime.context import ActionContext, current_group
-from heddle._runtime.controller import PreparedCall, prepare_call
 from heddle._runtime.ids import input_hash
 from heddle._runtime.journal import ActionState
 from heddle._runtime.spec import TaskSpec
@@ -90,7 +89,7 @@ class RemoteController:
 
     async def run_encoded(self, call: PreparedCall) -> bytes:
         if call.limiter is not None:
-            await _acquire(call)
+            await admit(call)
         try:
             ok, payload = await asyncio.wrap_future(self._send_call(call))
         finally:
@@ -192,17 +191,3 @@ class RemoteController:
 
     def on_loop_thread(self) -> bool:
         return self.loop.is_running() and threading.get_ident() == self.loop_thread
-
-
-async def _acquire(call: PreparedCall) -> None:
-    """Wait for a heddle.map concurrency slot within the task's max queued time."""
-    assert call.limiter is not None
-    timeout = call.spec.timeout.queued_seconds if call.spec.timeout else None
-    if timeout is None:
-        await call.limiter.acquire()
-        return
-    try:
-        async with asyncio.timeout(timeout):
-            await call.limiter.acquire()
-    except TimeoutError:
-        raise HeddleTimeout(call.spec.name, timeout, phase="queued") from None
