@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -46,23 +47,17 @@ def process_home(tmp_path: Path) -> Path:
     return path
 
 
-def _admin_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).set(database="postgres").render_as_string(hide_password=False)
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """The URL of a new, empty PostgreSQL database, dropped after the test."""
-    base = os.environ.get(PG_ENV)
-    if not base:
-        pytest.skip(f"{PG_ENV} is not set: no PostgreSQL to test against")
+@contextmanager
+def _new_pg_database(base: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database on the server of ``base``; dropped afterwards."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
     name = "heddle_t_" + uuid.uuid4().hex[:12]
-    admin = create_engine(_admin_url(base), isolation_level="AUTOCOMMIT")
+    admin = create_engine(
+        make_url(base).set(database="postgres").render_as_string(hide_password=False),
+        isolation_level="AUTOCOMMIT",
+    )
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
@@ -74,6 +69,22 @@ def pg_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def new_pg_database() -> Callable[[], AbstractContextManager[str]]:
+    """Makes PostgreSQL databases (``with new_pg_database() as url:``), or skips."""
+    base = os.environ.get(PG_ENV)
+    if not base:
+        pytest.skip(f"{PG_ENV} is not set: no PostgreSQL to test against")
+    return lambda: _new_pg_database(base)
+
+
+@pytest.fixture
+def pg_url(new_pg_database: Callable[[], AbstractContextManager[str]]) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped after the test."""
+    with new_pg_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

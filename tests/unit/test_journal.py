@@ -5,62 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import time
-import uuid
-from collections.abc import Iterator
-
-import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 import heddle
 from heddle._runtime.journal import ActionState, AttemptState, Journal
 from heddle._store import Store, WriteBatch
-from heddle._store.schema import metadata
-
-PG_ENV = "HEDDLE_TEST_POSTGRES_URL"
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def shared_store(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Store]:
-    """One store per backend for the whole module: a database per test is slow on PostgreSQL."""
-    if request.param == "sqlite":
-        s = Store(f"sqlite:///{tmp_path_factory.mktemp('store') / 'store.db'}")
-        yield s
-        s.close()
-        return
-    base = os.environ.get(PG_ENV)
-    if not base:
-        pytest.skip(f"{PG_ENV} is not set: no PostgreSQL to test against")
-    name = "heddle_t_" + uuid.uuid4().hex[:12]
-    admin = create_engine(
-        make_url(base).set(database="postgres").render_as_string(hide_password=False),
-        isolation_level="AUTOCOMMIT",
-    )
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    s = Store(make_url(base).set(database=name).render_as_string(hide_password=False))
-    try:
-        yield s
-    finally:
-        s.close()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-@pytest.fixture
-def store(shared_store: Store) -> Store:
-    """The module's store, emptied: every test starts from no runs, actions or cache."""
-    engine = create_engine(shared_store.url)
-    with engine.begin() as conn:
-        for table in reversed(metadata.sorted_tables):
-            conn.execute(table.delete())
-    engine.dispose()
-    return shared_store
 
 
 def action(action_id: str, run_id: str = "rj", **changes: object) -> ActionState:
