@@ -24,9 +24,9 @@ from typing import Any
 import psutil
 import ray
 
-from heddle._errors import HeddleError, OOMError
+from heddle._errors import HeddleError
 from heddle._executors.ray import ActionJob, Outcome, RayExecutor, oom_marker
-from heddle._runtime import failures
+from heddle._executors.worker import failure_payload
 from heddle._runtime.calls import PreparedCall
 from heddle._runtime.context import ActionContext, current_action, current_group
 from heddle._runtime.controller import Controller
@@ -366,12 +366,8 @@ class _Runtime:
                         logs.end()
                     controller.close()
             ok = True
-        except MemoryError:
-            payload = failures.failure_of(
-                OOMError(job.task_name, job.memory_limit, None), failures.OOM
-            ).to_json()
         except BaseException as exc:
-            payload = failures.failure_of(exc).to_json()
+            payload = failure_payload(exc, job.task_name, job.memory_limit)
         peak = self._watchdog.end()
         return Outcome(ok, payload, self.label, time.process_time() - cpu_before, peak)
 

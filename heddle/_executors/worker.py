@@ -214,12 +214,8 @@ class Worker:
             finally:
                 self.logs.end()
             ok = True
-        except MemoryError:
-            payload = failures.failure_of(
-                OOMError(job.task_name, job.memory_limit, None), failures.OOM
-            ).to_json()
         except BaseException as exc:
-            payload = failures.failure_of(exc).to_json()
+            payload = failure_payload(exc, job.task_name, job.memory_limit)
         finally:
             if self.controller is not None:
                 self.controller.fail_all(RuntimeError("attempt finished"))
@@ -232,6 +228,14 @@ class Worker:
         if task.spec.is_async:
             return self.loop.run_until_complete(task.fn(**inputs))
         return task.fn(**inputs)
+
+
+def failure_payload(exc: BaseException, task_name: str, memory_limit: int | None) -> str:
+    """A failed attempt as a worker reports it; a MemoryError (the address-space limit
+    set for the attempt) is the task running out of memory."""
+    if isinstance(exc, MemoryError):
+        exc = OOMError(task_name, memory_limit, None)
+    return failures.failure_of(exc).to_json()
 
 
 def _rss() -> int:

@@ -109,13 +109,8 @@ def load(program_json: str) -> Task[Any, Any]:
         if not file or not Path(file).is_file():
             raise RecoveryError(f"cannot find the code of task {program['task']!r}: {file} is gone")
         module = load_file(file)
-    obj: Any = module
-    for part in qualname.split("."):
-        obj = getattr(obj, part, None)
-    if isinstance(obj, Task):
-        return obj
     try:
-        return find_task(module, program["task"])
+        return _task_in(module, qualname, program["task"])
     except LookupError as exc:
         raise RecoveryError(str(exc)) from None
 
@@ -136,6 +131,11 @@ def find_by_ref(module_name: str, file: str | None, qualname: str, name: str) ->
                 f"cannot find the code of task {name!r}: module {module_name!r}, file {file}"
             )
         module = load_file(file)
+    return _task_in(module, qualname, name)
+
+
+def _task_in(module: ModuleType, qualname: str, name: str) -> Task[Any, Any]:
+    """The task at ``qualname`` in the module, else the one registered as ``name``."""
     obj: Any = module
     for part in qualname.split("."):
         obj = getattr(obj, part, None)

@@ -155,8 +155,11 @@ def action_from_row(row: Any) -> ActionRecord:
     )
 
 
-def _row_to_attempt(row: Any) -> AttemptRecord:
+def attempt_from_row(row: Any) -> AttemptRecord:
+    """An AttemptRecord from a row of ``attempts``; a query may leave out ``output``
+    (large) and the usage columns, which then read as None."""
     m = row._mapping
+    output = m.get("output")
     return AttemptRecord(
         action_id=m["action_id"],
         number=m["number"],
@@ -165,11 +168,11 @@ def _row_to_attempt(row: Any) -> AttemptRecord:
         task_version=m["task_version"],
         worker=m["worker"],
         error=m["error"],
-        output=None if m["output"] is None else bytes(m["output"]),
+        output=None if output is None else bytes(output),
         started_at=m["started_at"],
         finished_at=m["finished_at"],
-        cpu_seconds=m["cpu_seconds"],
-        peak_rss=m["peak_rss"],
+        cpu_seconds=m.get("cpu_seconds"),
+        peak_rss=m.get("peak_rss"),
     )
 
 
@@ -389,7 +392,7 @@ class Store:
             .order_by(attempts.c.action_id, attempts.c.number)
         )
         with self._errors("read attempts"), self._engine.connect() as conn:
-            return [_row_to_attempt(r) for r in conn.execute(stmt)]
+            return [attempt_from_row(r) for r in conn.execute(stmt)]
 
     def count_actions(self, run_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         """Per run, the number of actions in each status."""

@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from heddle._errors import StoreError
 from heddle._store import FINAL_STATES, ActionRecord, AttemptRecord, Store
 from heddle._store.schema import actions, attempts, runs
-from heddle._store.store import action_from_row
+from heddle._store.store import action_from_row, attempt_from_row
 
 # The columns every attempt has; anything else on the table (resource use added
 # later by the executors) is reported as it is.
@@ -331,18 +331,7 @@ class Queries:
         with self._read("read attempts") as conn:
             for row in conn.execute(stmt):
                 m = row._mapping
-                rec = AttemptRecord(
-                    action_id=m["action_id"],
-                    number=m["number"],
-                    run_id=m["run_id"],
-                    status=m["status"],
-                    task_version=m["task_version"],
-                    worker=m["worker"],
-                    error=m["error"],
-                    output=None,
-                    started_at=m["started_at"],
-                    finished_at=m["finished_at"],
-                )
+                rec = attempt_from_row(row)
                 extra = {
                     k: v
                     for k, v in m.items()
