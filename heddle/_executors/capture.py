@@ -1,9 +1,10 @@
 """Per-action capture of Python-level stdout/stderr for the inline executor.
 
 All actions share one process, so fds cannot be split per action; instead
-sys.stdout/sys.stderr become proxies that copy each write to the buffer of the
-action whose context made it (and still pass it through). Output written by C
-code straight to the fds is not captured; the process executor captures that.
+sys.stdout/sys.stderr become proxies that copy each write to the log of the
+running action (its context, made on the first write) and still pass it through.
+Output written by C code straight to the fds is not captured; the process
+executor captures that.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Any, TextIO
 
-_buffer: ContextVar[io.StringIO | None] = ContextVar("heddle_log_buffer", default=None)
+from heddle._runtime.context import current_action
 
 
 class _Tee(io.TextIOBase):
@@ -24,9 +24,11 @@ class _Tee(io.TextIOBase):
         self.inner = inner
 
     def write(self, s: str) -> int:
-        buf = _buffer.get()
-        if buf is not None:
-            buf.write(s)
+        ctx = current_action.get()
+        if ctx is not None:
+            if ctx.log is None:
+                ctx.log = io.StringIO()
+            ctx.log.write(s)
         return self.inner.write(s)
 
     def flush(self) -> None:
@@ -65,10 +67,3 @@ def tee_installed() -> Iterator[None]:
                     sys.stdout = sys.stdout.inner
                 if isinstance(sys.stderr, _Tee):
                     sys.stderr = sys.stderr.inner
-
-
-def start_capture() -> io.StringIO:
-    """Route this context's writes to a new buffer (call inside the action's context)."""
-    buf = io.StringIO()
-    _buffer.set(buf)
-    return buf

@@ -10,13 +10,11 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
-import io
 import os
 from collections.abc import Callable
 from typing import Any
 
 from heddle._errors import TimeoutError as HeddleTimeout
-from heddle._executors.capture import _buffer, start_capture
 from heddle._runtime.calls import PreparedCall
 from heddle._runtime.context import ActionContext, current_action, current_group
 from heddle._runtime.controller import Attempt
@@ -55,11 +53,10 @@ class InlineExecutor:
         spec = call.spec
         inputs = spec.decode_inputs(call.encoded_inputs)
         timeout = spec.timeout.runtime_seconds if spec.timeout else None
-        logs: list[io.StringIO] = []
         if spec.is_async:
-            body = self._run_async(spec, inputs, ctx, logs)
+            body = self._run_async(spec, inputs, ctx)
         else:
-            body = self._run_sync(spec, inputs, ctx, logs)
+            body = self._run_sync(spec, inputs, ctx)
         try:
             if timeout is None:
                 result = await body
@@ -70,43 +67,31 @@ class InlineExecutor:
                 except TimeoutError:
                     raise HeddleTimeout(spec.name, timeout) from None
         finally:
-            self._keep_log(logs, ctx, call, attempt)
+            self._keep_log(ctx, call, attempt)
         return spec.encode_output(result)
 
-    def _keep_log(
-        self, logs: list[io.StringIO], ctx: ActionContext, call: PreparedCall, attempt: Attempt
-    ) -> None:
-        text = logs[0].getvalue() if logs else ""
+    def _keep_log(self, ctx: ActionContext, call: PreparedCall, attempt: Attempt) -> None:
+        text = ctx.log.getvalue() if ctx.log is not None else ""
         if text and self._save_log is not None:
             attempt.log_key = f"logs/{ctx.run_id}/{call.action_id}/{attempt.number}.log"
             with contextlib.suppress(Exception):  # a lost log must not fail the task
                 self._save_log(attempt.log_key, text.encode())
 
-    async def _run_async(
-        self, spec: TaskSpec, inputs: dict[str, Any], ctx: ActionContext, logs: list[io.StringIO]
-    ) -> Any:
+    async def _run_async(self, spec: TaskSpec, inputs: dict[str, Any], ctx: ActionContext) -> Any:
         token = current_action.set(ctx)
         gtoken = current_group.set(None)
-        btoken = _buffer.set(None)
         try:
-            if self._save_log is not None:
-                logs.append(start_capture())
             return await spec.fn(**inputs)
         finally:
-            _buffer.reset(btoken)
             current_group.reset(gtoken)
             current_action.reset(token)
 
-    async def _run_sync(
-        self, spec: TaskSpec, inputs: dict[str, Any], ctx: ActionContext, logs: list[io.StringIO]
-    ) -> Any:
+    async def _run_sync(self, spec: TaskSpec, inputs: dict[str, Any], ctx: ActionContext) -> Any:
         context = contextvars.copy_context()
 
         def call() -> Any:
             current_action.set(ctx)
             current_group.set(None)
-            if self._save_log is not None:
-                logs.append(start_capture())
             return spec.fn(**inputs)
 
         loop = asyncio.get_running_loop()

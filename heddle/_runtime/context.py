@@ -6,6 +6,7 @@ controller; asyncio tasks and worker threads inherit it.
 
 from __future__ import annotations
 
+import io
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -82,6 +83,8 @@ class ActionContext:
     # How many calls with the same (kind:name, input hash) this action has made so far.
     _counts: dict[tuple[str, str], int] = field(default_factory=dict)
     _seq: int = 0
+    # What the body printed, when the inline executor captures it (made on first write).
+    log: io.StringIO | None = None
 
     def next_call(self, key: str, in_hash: str) -> tuple[int, int]:
         """The call number n for this (name, inputs) and the overall call sequence number."""

@@ -465,3 +465,31 @@ def test_run_url_points_at_the_run_page_of_heddle_serve(
     assert run.url == f"http://127.0.0.1:8080/runs/{run.id}"
     monkeypatch.setenv("HEDDLE_UI_URL", "https://heddle.example.test/")
     assert run.url == f"https://heddle.example.test/runs/{run.id}"
+
+
+def test_inline_actions_keep_what_they_printed_in_their_own_logs(home: Path) -> None:
+    import sys
+
+    from heddle._sdk.config import get_session
+
+    @env.task
+    def quiet(x: int) -> int:
+        return x
+
+    @env.task
+    def noisy(x: int) -> int:
+        print(f"noisy child {x}", file=sys.stderr)
+        return x
+
+    @env.task
+    async def main(x: int) -> int:
+        print("root speaks")
+        return await noisy.aio(x) + await quiet.aio(x)
+
+    run = heddle.run(main, 3)
+    assert run.outputs() == 6
+    blobs = get_session().blobs
+    logs = {a.task_name: blobs.get_text(f"logs/{run.id}/{a.id}/1.log") for a in run.actions()}
+    assert logs["tasks.main"] == b"root speaks\n"
+    assert logs["tasks.noisy"] == b"noisy child 3\n"
+    assert logs["tasks.quiet"] is None  # nothing printed, nothing stored
