@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import os
 import socket
 import threading
@@ -412,7 +413,7 @@ class Controller:
     def _more_memory(spec: TaskSpec, resources: Resources, exc: OOMError) -> Resources:
         assert spec.oom is not None
         current = resources.memory_bytes or exc.limit_bytes or exc.peak_bytes or 2**30
-        return Resources(cpu=resources.cpu, memory=spec.oom.next_memory(current), gpu=resources.gpu)
+        return dataclasses.replace(resources, memory=spec.oom.next_memory(current))
 
     # -- recorded steps (traces, durable sleep and clock) -----------------------------
 

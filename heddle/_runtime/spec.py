@@ -43,6 +43,18 @@ def parse_memory(value: int | str) -> int:
     return int(float(m.group(1)) * _MEMORY_UNITS[unit])
 
 
+def parse_cpu(value: float | int | str) -> float:
+    """Cores from a number or a Kubernetes-style quantity such as '500m'."""
+    text = str(value)
+    try:
+        cores = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    except ValueError:
+        raise ConfigError(f"cpu {value!r} is not a number of cores such as 2 or '500m'") from None
+    if isinstance(value, bool) or cores <= 0:
+        raise ConfigError(f"cpu must be positive, got {value!r}")
+    return cores
+
+
 def seconds_of(value: float | int | timedelta | None, what: str) -> float | None:
     if value is None:
         return None
@@ -72,16 +84,7 @@ class Resources:
 
     def __post_init__(self) -> None:
         if self.cpu is not None:
-            try:
-                cpu = float(str(self.cpu).removesuffix("m")) / (
-                    1000 if str(self.cpu).endswith("m") else 1
-                )
-            except ValueError:
-                raise ConfigError(
-                    f"cpu {self.cpu!r} is not a number of cores such as 2 or '500m'"
-                ) from None
-            if cpu <= 0:
-                raise ConfigError(f"cpu must be positive, got {self.cpu!r}")
+            parse_cpu(self.cpu)
         if self.memory is not None:
             parse_memory(self.memory)
         if self.gpu is not None and (
@@ -108,10 +111,7 @@ class Resources:
 
     @property
     def cpu_cores(self) -> float | None:
-        if self.cpu is None:
-            return None
-        s = str(self.cpu)
-        return float(s[:-1]) / 1000 if s.endswith("m") else float(s)
+        return None if self.cpu is None else parse_cpu(self.cpu)
 
     @property
     def memory_bytes(self) -> int | None:

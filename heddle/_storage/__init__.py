@@ -1,6 +1,6 @@
 """Object storage: content-addressed blobs over obstore."""
 
-from heddle._storage.blobs import BlobStore, blob_key, default_storage_url
+from heddle._storage.blobs import BlobStore, blob_key
 from heddle._storage.io import BlobWriter, VerifyingReader
 
-__all__ = ["BlobStore", "BlobWriter", "VerifyingReader", "blob_key", "default_storage_url"]
+__all__ = ["BlobStore", "BlobWriter", "VerifyingReader", "blob_key"]

@@ -411,7 +411,3 @@ def _copy_into(src: Any, w: BlobWriter) -> None:
         if not n:
             return
         w.write(view[:n])
-
-
-def default_storage_url(home: str | os.PathLike[str]) -> str:
-    return str(Path(home) / "blobs")

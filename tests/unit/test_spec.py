@@ -170,3 +170,18 @@ def test_task_version_follows_source_and_environment_not_policies() -> None:
     assert f.override(resources=heddle.Resources(memory="1Gi")).version == f.version
     assert f.override(env_vars={"K": "v"}).version != f.version
     assert heddle.TaskEnvironment(name="other").task(f.fn).version != f.version
+
+
+def test_an_oom_retry_grows_memory_and_keeps_the_rest_of_the_request() -> None:
+    from heddle._runtime.controller import Controller
+
+    env = heddle.TaskEnvironment(name="spec")
+
+    @env.task(oom=heddle.OOMRetry(count=1, factor=2.0))
+    def f(x: int) -> int:
+        return x
+
+    asked = heddle.Resources(cpu=2, memory="1Gi", gpu=1, accelerator="T4", custom={"disk": 1})
+    grown = Controller._more_memory(f.spec, asked, heddle.OOMError("spec.f", 2**30, 2**30))
+    assert grown.memory_bytes == 2 * 2**30
+    assert (grown.cpu, grown.gpu, grown.accelerator, grown.custom) == (2, 1, "T4", (("disk", 1),))
