@@ -8,6 +8,7 @@ timeout, abort or OOM, and serves the calls their tasks make to other tasks.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import multiprocessing
@@ -25,29 +26,59 @@ import psutil
 
 from heddle._errors import OOMError, WorkerLostError
 from heddle._errors import TimeoutError as HeddleTimeout
+from heddle._executors import frames
 from heddle._executors import worker as worker_module
 from heddle._executors.resources import Capacity, Grant, Ledger, Request, capacity_from
 from heddle._runtime import failures
 from heddle._runtime.calls import PreparedCall
 from heddle._runtime.context import ActionContext
 from heddle._runtime.controller import Attempt, Controller
-from heddle._runtime.remote import CALL, DONE, READY, REPLY, RUN, STEP, STOP
+from heddle._runtime.remote import (
+    BATCH,
+    CALL,
+    DONE,
+    READY,
+    REPLY,
+    RUN,
+    SKIPPED,
+    STEP,
+    STOP,
+    UNQUEUE,
+)
 from heddle._runtime.spec import Resources, TaskSpec
 
 WATCH_SECONDS = 0.05
 CHILDREN_EVERY = 10
 IDLE_WORKERS = 8
+# A job is sent ahead only behind a job that started less than this long ago, and taken
+# back if it has not started this long after: it never waits long behind a slow job.
+SEND_AHEAD_WINDOW = 0.05
 
 
-@dataclass
+@dataclass(eq=False)
 class _Job:
+    """One attempt from the moment it is queued until its worker reports back."""
+
     id: int
     call: PreparedCall
     attempt: Attempt
     controller: Controller
-    grant: Grant
+    run_id: str
+    request: Request
     done: asyncio.Future[tuple[bool, Any, float]]
     memory_limit: int | None
+    env: dict[str, str]
+    secrets: list[str]
+    grant: Grant | None = None
+    worker: _Worker | None = None
+    timer: asyncio.TimerHandle | None = None
+    started_at: float = 0.0  # loop time at which it became its worker's running job
+    # Left the queue without running (aborted or timed out there); dropped when reached.
+    withdrawn: bool = False
+    # Sent ahead to a busy worker, then asked back (UNQUEUE): the worker says which won.
+    recalled: bool = False
+    # Has called other tasks: no job is ever queued behind it on its worker.
+    called: bool = False
     children: int = 0
     child_calls: set[asyncio.Future[bytes]] = field(default_factory=set)
     peak_rss: int = 0
@@ -61,19 +92,42 @@ class _Worker:
     ready: asyncio.Future[None]
     send_lock: threading.Lock = field(default_factory=threading.Lock)
     job: _Job | None = None
+    # Sent ahead while `job` runs: the worker starts it as soon as `job` is done.
+    next: _Job | None = None
     dead: bool = False
     ps: psutil.Process | None = None
     subprocesses: list[psutil.Process] = field(default_factory=list)
+    # Messages posted during this turn of the driver's loop, sent together at its end.
+    outbox: list[tuple[Any, ...]] = field(default_factory=list)
+    reader: frames.FrameReader | None = None
 
     @property
     def label(self) -> str:
         return f"process:{self.process.pid}"
 
     def send(self, message: tuple[Any, ...]) -> None:
+        data = frames.encode(message)
         with self.send_lock:
-            self.conn.send(message)
+            frames.write_all(self.conn.fileno(), data)
+
+    def send_now(self, message: tuple[Any, ...]) -> None:
+        """Send at once, ahead of anything posted this turn (a dead worker's reader
+        reports the failure)."""
+        if not self.dead:
+            with contextlib.suppress(Exception):
+                self.send(message)
+
+    def flush(self) -> None:
+        """Send what was posted this turn: one pickle and one write however many."""
+        out, self.outbox = self.outbox, []
+        if self.dead or not out:
+            return
+        with contextlib.suppress(Exception):  # a dead worker is handled by its reader
+            self.send(out[0] if len(out) == 1 else (BATCH, out))
 
     def kill(self) -> None:
+        # Never handed another job: its reader finishes the bookkeeping when the pipe closes.
+        self.dead = True
         if self.process.pid is not None and self.process.is_alive():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.process.pid, signal.SIGKILL)
@@ -99,6 +153,10 @@ async def _cancel_children(job: _Job) -> None:
 
 
 _forkserver_started = False
+# Idle workers left by finished runs, handed to the next run of this process.
+_spare: list[_Worker] = []
+_spare_lock = threading.Lock()
+SPARE_WORKERS = 8
 _start_lock = threading.Lock()
 
 
@@ -143,10 +201,14 @@ class ProcessExecutor:
         self.ledger = Ledger(capacity_from(capacity))
         self._ctx = _mp_context()
         self._idle: list[_Worker] = []
+        self._queue: collections.deque[_Job] = collections.deque()
         self._all: set[_Worker] = set()
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        self._env: dict[str, str] | None = None
+        self._to_flush: list[_Worker] = []
+        self._starting: set[asyncio.Task[None]] = set()
 
     # -- workers ---------------------------------------------------------------------
 
@@ -156,11 +218,29 @@ class ProcessExecutor:
             self._loop = loop
             self._watchdog = loop.create_task(self._watch_memory())
 
-    async def _acquire_worker(self) -> _Worker:
+    def _idle_worker(self) -> _Worker | None:
         while self._idle:
             w = self._idle.pop()
             if not w.dead:
                 return w
+        return self._spare_worker()
+
+    def _spare_worker(self) -> _Worker | None:
+        """An idle worker an earlier run of this process left (warm: imports done)."""
+        assert self._loop is not None
+        while True:
+            with _spare_lock:
+                if not _spare:
+                    return None
+                w = _spare.pop()
+            if w.process.is_alive():
+                self._all.add(w)
+                self._loop.add_reader(w.conn.fileno(), self._readable, w)
+                return w
+            with contextlib.suppress(Exception):
+                w.conn.close()
+
+    async def _new_worker(self) -> _Worker:
         assert self._loop is not None
         parent, child = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
@@ -173,6 +253,7 @@ class ProcessExecutor:
             _start_without_main(process)
         child.close()
         w = _Worker(process, parent, self._loop.create_future())
+        w.reader = frames.FrameReader(parent.fileno())
         self._all.add(w)
         # The pipe is read on the loop itself: no reader thread, no hand-off per message.
         self._loop.add_reader(parent.fileno(), self._readable, w)
@@ -188,6 +269,20 @@ class ProcessExecutor:
         else:
             self._stop_worker(w)
 
+    def _post(self, w: _Worker, message: tuple[Any, ...]) -> None:
+        """Queue a message to a worker; everything posted in this loop turn goes together."""
+        if not w.outbox:
+            if not self._to_flush:
+                assert self._loop is not None
+                self._loop.call_soon(self._flush)
+            self._to_flush.append(w)
+        w.outbox.append(message)
+
+    def _flush(self) -> None:
+        workers, self._to_flush = self._to_flush, []
+        for w in workers:
+            w.flush()
+
     def _stop_worker(self, w: _Worker) -> None:
         with contextlib.suppress(Exception):
             w.send((STOP,))
@@ -195,9 +290,10 @@ class ProcessExecutor:
 
     def _readable(self, w: _Worker) -> None:
         """The worker's pipe has data (or was closed): handle every complete message."""
+        assert w.reader is not None
         try:
-            while w.conn.poll(0):
-                self._on_message(w, w.conn.recv())
+            for message in w.reader.read():
+                self._on_message(w, message)
         except (EOFError, OSError):
             assert self._loop is not None
             self._loop.remove_reader(w.conn.fileno())
@@ -211,6 +307,10 @@ class ProcessExecutor:
             w.ready.set_exception(
                 WorkerLostError("(starting)", f"worker exited with code {w.process.exitcode}")
             )
+        ahead, w.next = w.next, None
+        if ahead is not None:  # never started: it goes back to the head of the queue
+            self._requeue(ahead)
+            self._dispatch()
         job = w.job
         if job is None or job.done.done():
             return
@@ -228,16 +328,26 @@ class ProcessExecutor:
 
     def _on_message(self, w: _Worker, message: tuple[Any, ...]) -> None:
         kind = message[0]
-        if kind == READY:
+        if kind == BATCH:
+            for m in message[1]:
+                self._on_message(w, m)
+        elif kind == READY:
             w.ps = psutil.Process(message[1])
             if not w.ready.done():
                 w.ready.set_result(None)
         elif kind == DONE:
-            _, job_id, ok, payload, cpu, rss = message
+            _, job_id, ok, payload, cpu, rss, next_id = message
             job = w.job
-            if job is not None and job.id == job_id and not job.done.done():
+            if job is not None and job.id == job_id:
                 job.peak_rss = max(job.peak_rss, rss)
-                job.done.set_result((ok, payload, cpu))
+                if not job.done.done():
+                    job.done.set_result((ok, payload, cpu))
+                self._hand_over(w, job, next_id)
+                # Free the worker and the resources now, in this turn: the next queued
+                # job is sent before the controller even records this one.
+                self._complete(job)
+        elif kind == SKIPPED:
+            self._on_skipped(w, message[1])
         elif kind == CALL:
             self._on_call(w, *message[1:])
         elif kind == STEP:
@@ -245,8 +355,7 @@ class ProcessExecutor:
 
     def _reply(self, w: _Worker, req_id: int, ok: bool, payload: Any) -> None:
         if not w.dead:
-            with contextlib.suppress(Exception):
-                w.send((REPLY, req_id, ok, payload))
+            self._post(w, (REPLY, req_id, ok, payload))
 
     def _on_call(
         self,
@@ -270,16 +379,21 @@ class ProcessExecutor:
             self._reply(w, req_id, False, failures.failure_of(exc).to_json())
             return
         call = PreparedCall(spec, action_id, encoded, in_hash, seq, parent_id, group, None)
+        job.called = True
+        if w.next is not None:
+            # A job queued behind a parent could be what the parent ends up waiting on.
+            self._recall(w, w.next)
         job.children += 1
-        if job.children == 1:
+        if job.children == 1 and job.grant is not None:
             self.ledger.lend_cpu(job.grant)
+            self._dispatch()
         fut = asyncio.ensure_future(job.controller.run_encoded(call))
         job.child_calls.add(fut)
 
         def finished(f: asyncio.Future[bytes]) -> None:
             job.child_calls.discard(f)
             job.children -= 1
-            if job.children == 0:
+            if job.children == 0 and job.grant is not None:
                 self.ledger.reclaim_cpu(job.grant)
             if f.cancelled():
                 self._reply(
@@ -329,75 +443,252 @@ class ProcessExecutor:
 
     async def execute(self, call: PreparedCall, attempt: Attempt, ctx: ActionContext) -> bytes:
         self._start_loop_services()
+        assert self._loop is not None
         spec = call.spec
         request = Request.of(attempt.resources)
         self.ledger.check(request, spec.name)
+        controller = ctx.controller
+        assert isinstance(controller, Controller)
+        secrets = self._secrets(spec)
+        if self._env is None:
+            self._env = self._session_env()
+        env = {**self._env, **spec.env_vars, **secrets} if spec.env_vars or secrets else self._env
+        job = _Job(
+            next(self._ids),
+            call,
+            attempt,
+            controller,
+            ctx.run_id,
+            request,
+            self._loop.create_future(),
+            request.memory or None,
+            env,
+            list(secrets.values()),
+        )
+        attempt.log_key = f"logs/{ctx.run_id}/{call.action_id}/{attempt.number}.log"
         queued = spec.timeout.queued_seconds if spec.timeout else None
+        if queued is not None:
+            job.timer = self._loop.call_later(queued, self._queue_timeout, job, queued)
+        self._queue.append(job)
+        self._dispatch()
         try:
-            async with asyncio.timeout(queued):
-                grant = await self.ledger.acquire(request)
-        except TimeoutError:
-            raise HeddleTimeout(spec.name, queued or 0, phase="queued") from None
-        w: _Worker | None = None
-        try:
-            w = await self._acquire_worker()
-            assert self._loop is not None
-            controller = ctx.controller
-            assert isinstance(controller, Controller)
-            job = _Job(
-                next(self._ids),
-                call,
-                attempt,
-                controller,
-                grant,
-                self._loop.create_future(),
-                request.memory or None,
-            )
-            w.job = job
-            attempt.worker = w.label
-            attempt.log_key = f"logs/{ctx.run_id}/{call.action_id}/{attempt.number}.log"
-            secrets = self._secrets(spec)
-            w.send(
-                (
-                    RUN,
-                    job.id,
-                    spec.ref.get(),
-                    call.encoded_inputs,
-                    ctx.run_id,
-                    call.action_id,
-                    spec.name,
-                    {**self._session_env(), **spec.env_vars, **secrets},
-                    job.memory_limit,
-                    grant.gpus if request.gpu else None,
-                    attempt.log_key,
-                    self.storage_url,
-                    list(secrets.values()),
-                )
-            )
-            runtime = spec.timeout.runtime_seconds if spec.timeout else None
-            try:
-                async with asyncio.timeout(runtime):
-                    ok, payload, cpu = await job.done
-            except TimeoutError:
-                w.kill()
-                await _cancel_children(job)
-                raise HeddleTimeout(spec.name, runtime or 0) from None
-            except asyncio.CancelledError:
-                w.kill()
-                await _cancel_children(job)
-                raise
-            finally:
-                attempt.peak_rss = job.peak_rss or attempt.peak_rss
-            attempt.cpu_seconds = cpu
-            if ok:
-                return bytes(payload)
-            raise failures.rebuild(
-                failures.Failure.from_json(payload), spec.name, call.action_id, ctx.run_id
-            )
-        finally:
-            self.ledger.release(grant)
+            ok, payload, cpu = await job.done
+        except asyncio.CancelledError:
+            job.withdrawn = True
+            w = job.worker
             if w is not None:
-                self._release_worker(w)
+                if w.next is job:
+                    self._recall(w, job)
+                else:
+                    w.kill()
+            await _cancel_children(job)
+            raise
+        except HeddleTimeout:
+            await _cancel_children(job)
+            raise
+        finally:
+            attempt.peak_rss = job.peak_rss or attempt.peak_rss
+            self._complete(job)
+        attempt.cpu_seconds = cpu
+        if ok:
+            return bytes(payload)
+        raise failures.rebuild(
+            failures.Failure.from_json(payload), spec.name, call.action_id, ctx.run_id
+        )
+
+    # -- admission -------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        """Start queued jobs, in order, while the one at the head fits what is free."""
+        queue = self._queue
+        while queue:
+            job = queue[0]
+            if job.withdrawn or job.done.done():
+                queue.popleft()
+                continue
+            grant = self.ledger.take(job.request)
+            if grant is None:
+                if not self._send_ahead(job):
+                    return
+                queue.popleft()
+                continue
+            queue.popleft()
+            job.grant = grant
+            if job.timer is not None:
+                job.timer.cancel()
+                job.timer = None
+            w = self._idle_worker()
+            if w is None:
+                assert self._loop is not None
+                starting = self._loop.create_task(self._start_on_new_worker(job))
+                self._starting.add(starting)
+                starting.add_done_callback(self._starting.discard)
+            else:
+                self._start(w, job)
+
+    async def _start_on_new_worker(self, job: _Job) -> None:
+        try:
+            w = await self._new_worker()
+        except Exception as exc:
+            if not job.done.done():
+                job.done.set_exception(exc)
+            return
+        if job.done.done():  # aborted while the worker started
+            self._release_worker(w)
+            self._dispatch()
+        else:
+            self._start(w, job)
+
+    def _send_ahead(self, job: _Job) -> bool:
+        """Queue a job on a busy worker running a job of the same request, to start the
+        moment that one ends (its resources pass straight to it): the worker never
+        waits for the driver between two short jobs. Not behind a job that calls other
+        tasks, nor for jobs with GPUs or a max queued time."""
+        spec = job.call.spec
+        if job.request.gpu or (spec.timeout is not None and spec.timeout.queued_seconds):
+            return False
+        assert self._loop is not None
+        now = self._loop.time()
+        for w in self._all:
+            running = w.job
+            if (
+                running is not None
+                and w.next is None
+                and not w.dead
+                and not running.called
+                and running.request == job.request
+                and now - running.started_at < SEND_AHEAD_WINDOW
+                and not running.done.done()
+            ):
+                w.next = job
+                job.worker = w
+                job.timer = self._loop.call_later(
+                    SEND_AHEAD_WINDOW, self._recall_if_waiting, w, job
+                )
+                self._send_run(w, job)
+                return True
+        return False
+
+    def _recall_if_waiting(self, w: _Worker, job: _Job) -> None:
+        job.timer = None
+        if w.next is job:  # the job in front is slow: run this one wherever fits first
+            self._recall(w, job)
+
+    def _hand_over(self, w: _Worker, job: _Job, next_id: int | None) -> None:
+        """At `job`'s end, the job sent ahead (if any) becomes the worker's running job."""
+        ahead = w.next
+        if ahead is None:
+            return
+        if next_id != ahead.id and ahead.recalled:
+            # Asked back and not started with this DONE: it may have arrived after the
+            # worker went idle (and runs) or been skipped (SKIPPED comes). Until the
+            # worker says which, it holds the worker and the resources.
+            pass
+        elif ahead.done.done():
+            # Aborted after it was sent, and started anyway: stop it.
+            w.next = None
+            w.kill()
+            return
+        w.next = None
+        ahead.grant, job.grant = job.grant, None
+        self._running(w, ahead)
+
+    def _recall(self, w: _Worker, job: _Job) -> None:
+        if not job.recalled:
+            job.recalled = True
+            w.send_now((UNQUEUE, job.id))
+
+    def _on_skipped(self, w: _Worker, job_id: int) -> None:
+        """The worker dropped a job sent ahead, unstarted: it goes back to the queue."""
+        if w.next is not None and w.next.id == job_id:
+            job = w.next
+            w.next = None
+        elif w.job is not None and w.job.id == job_id:
+            job = w.job
+            if job.timer is not None:
+                job.timer.cancel()
+                job.timer = None
+            if job.grant is not None:
+                self.ledger.release(job.grant)
+                job.grant = None
+            self._release_worker(w)
+        else:
+            return
+        self._requeue(job)
+        self._dispatch()
+
+    def _requeue(self, job: _Job) -> None:
+        if job.timer is not None:
+            job.timer.cancel()
+            job.timer = None
+        job.worker = None
+        job.recalled = False
+        if not (job.withdrawn or job.done.done()):
+            self._queue.appendleft(job)
+
+    def _start(self, w: _Worker, job: _Job) -> None:
+        self._send_run(w, job)
+        self._running(w, job)
+
+    def _running(self, w: _Worker, job: _Job) -> None:
+        job.worker = w
+        w.job = job
+        assert self._loop is not None
+        job.started_at = self._loop.time()
+        if job.timer is not None:
+            job.timer.cancel()
+            job.timer = None
+        spec = job.call.spec
+        runtime = spec.timeout.runtime_seconds if spec.timeout else None
+        if runtime is not None:
+            assert self._loop is not None
+            job.timer = self._loop.call_later(runtime, self._runtime_timeout, job, runtime)
+
+    def _send_run(self, w: _Worker, job: _Job) -> None:
+        spec = job.call.spec
+        job.attempt.worker = w.label
+        gpus = job.grant.gpus if job.grant is not None and job.request.gpu else None
+        w.send_now(
+            (
+                RUN,
+                job.id,
+                spec.ref.get(),
+                job.call.encoded_inputs,
+                job.run_id,
+                job.call.action_id,
+                spec.name,
+                job.env,
+                job.memory_limit,
+                gpus,
+                job.attempt.log_key,
+                self.storage_url,
+                job.secrets,
+            ),
+        )
+
+    def _queue_timeout(self, job: _Job, seconds: float) -> None:
+        if job.grant is None and not job.done.done():
+            job.withdrawn = True
+            job.done.set_exception(HeddleTimeout(job.call.spec.name, seconds, phase="queued"))
+
+    def _runtime_timeout(self, job: _Job, seconds: float) -> None:
+        if not job.done.done():
+            if job.worker is not None:
+                job.worker.kill()
+            job.done.set_exception(HeddleTimeout(job.call.spec.name, seconds))
+
+    def _complete(self, job: _Job) -> None:
+        """The job is over: free its worker and resources, and start what now fits
+        (safe to call more than once)."""
+        if job.timer is not None:
+            job.timer.cancel()
+            job.timer = None
+        w = job.worker
+        if w is not None and w.job is job:
+            self._release_worker(w)
+        if job.grant is not None:
+            self.ledger.release(job.grant)
+        self._dispatch()
 
     async def _watch_memory(self) -> None:
         """Sample busy workers' RSS: record peaks, kill those past their memory limit.
@@ -428,12 +719,29 @@ class ProcessExecutor:
                     w.kill()
 
     def shutdown(self) -> None:
+        """Called once the run's loop has stopped: idle workers are kept for the next run
+        in this process (up to SPARE_WORKERS), the others are stopped."""
         if self._watchdog is not None:
             self._watchdog.cancel()
-        workers = list(self._all)
-        for w in workers:
-            self._stop_worker(w)
-        for w in workers:
+        if self._loop is not None and not self._loop.is_closed():
+            for w in self._all:
+                with contextlib.suppress(Exception):
+                    self._loop.remove_reader(w.conn.fileno())
+        idle = set(self._idle)
+        stopping = []
+        for w in self._all:
+            clean = w in idle and w.job is None and w.next is None and not w.dead
+            if clean and w.reader is not None and not w.reader.pending():
+                w.outbox.clear()
+                with _spare_lock:
+                    if len(_spare) < SPARE_WORKERS:
+                        _spare.append(w)
+                        continue
+            stopping.append(w)
+        for w in stopping:
+            with contextlib.suppress(Exception):
+                w.send((STOP,))
+        for w in stopping:
             w.process.join(timeout=2)
             w.kill()
         self._idle.clear()

@@ -7,8 +7,6 @@ cpu back (as Ray does), so nested fan-out cannot deadlock on a small machine.
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import os
 import shutil
 import subprocess
@@ -98,16 +96,14 @@ class Grant:
 
 
 class Ledger:
-    """Admits requests in arrival order while they fit the free capacity."""
+    """What is free now. The executor admits requests in arrival order while the head
+    of its queue fits (``take``), and admits again whenever something is freed."""
 
     def __init__(self, capacity: Capacity) -> None:
         self.capacity = capacity
         self.free_cpu = capacity.cpu
         self.free_memory = capacity.memory
         self.free_gpus = list(capacity.gpus)
-        self._waiting: collections.deque[tuple[Request, asyncio.Future[Grant]]] = (
-            collections.deque()
-        )
 
     def check(self, request: Request, task: str) -> None:
         """Refuse at once a request that could never fit this machine."""
@@ -130,34 +126,18 @@ class Ledger:
                 f"task {task!r} asks for more than this machine has: {', '.join(too_big)}"
             )
 
-    def _fits(self, r: Request) -> bool:
-        return (
+    def take(self, r: Request) -> Grant | None:
+        """Hold the request's resources if they are free now, else None."""
+        if not (
             r.cpu <= self.free_cpu + 1e-9
             and r.memory <= self.free_memory
             and r.gpu <= len(self.free_gpus)
-        )
-
-    def _take(self, r: Request) -> Grant:
+        ):
+            return None
         self.free_cpu -= r.cpu
         self.free_memory -= r.memory
         gpus, self.free_gpus = self.free_gpus[: r.gpu], self.free_gpus[r.gpu :]
         return Grant(r, gpus)
-
-    async def acquire(self, request: Request) -> Grant:
-        if not self._waiting and self._fits(request):
-            return self._take(request)
-        fut: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
-        entry = (request, fut)
-        self._waiting.append(entry)
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.release(fut.result())
-            elif entry in self._waiting:
-                self._waiting.remove(entry)
-            self._dispatch()
-            raise
 
     def release(self, grant: Grant) -> None:
         if grant.released:
@@ -167,23 +147,15 @@ class Ledger:
             self.free_cpu += grant.request.cpu
         self.free_memory += grant.request.memory
         self.free_gpus.extend(grant.gpus)
-        self._dispatch()
 
     def lend_cpu(self, grant: Grant) -> None:
         """The action waits on its children: let them use its cpu meanwhile."""
         if not grant.cpu_lent and not grant.released:
             grant.cpu_lent = True
             self.free_cpu += grant.request.cpu
-            self._dispatch()
 
     def reclaim_cpu(self, grant: Grant) -> None:
         """The action runs again: take its cpu back (briefly oversubscribing if need be)."""
         if grant.cpu_lent and not grant.released:
             grant.cpu_lent = False
             self.free_cpu -= grant.request.cpu
-
-    def _dispatch(self) -> None:
-        while self._waiting and self._fits(self._waiting[0][0]):
-            request, fut = self._waiting.popleft()
-            if not fut.done():
-                fut.set_result(self._take(request))

@@ -8,10 +8,11 @@ durable steps back to the driver. It exits as soon as the driver goes away.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
+import itertools
 import os
-import queue
 import resource
 import sys
 import tempfile
@@ -25,7 +26,17 @@ from typing import Any
 from heddle._errors import OOMError
 from heddle._runtime import failures
 from heddle._runtime.context import ActionContext, current_action, current_group
-from heddle._runtime.remote import DONE, READY, REPLY, RUN, STOP, RemoteController
+from heddle._runtime.remote import (
+    BATCH,
+    DONE,
+    READY,
+    REPLY,
+    RUN,
+    SKIPPED,
+    STOP,
+    UNQUEUE,
+    RemoteController,
+)
 
 LOG_FLUSH_SECONDS = 1.0
 
@@ -117,38 +128,48 @@ def _blobs(url: str) -> Any:
 
 
 class _Environment:
-    """Applies a job's env vars, GPUs and memory limit, and puts them back after."""
+    """Gives each job its env vars, GPUs and memory limit.
 
-    def __init__(self, job: Job) -> None:
-        self._job = job
-        self._saved_env: dict[str, str | None] = {}
+    Variables stay set between jobs and only what differs is changed: consecutive
+    jobs of one run carry the same variables, and os.environ writes are not free.
+    A variable the previous job set and this one does not is put back as it was.
+    """
+
+    def __init__(self) -> None:
+        self._original: dict[str, str | None] = {}  # before any job set them
         self._saved_limit: tuple[int, int] | None = None
 
-    def __enter__(self) -> None:
-        env = dict(self._job.env)
-        if self._job.gpus is not None:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in self._job.gpus)
+    def apply(self, job: Job) -> None:
+        env = job.env
+        if job.gpus is not None:
+            env = {**env, "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in job.gpus)}
+        environ = os.environ
+        for k in [k for k in self._original if k not in env]:
+            v = self._original.pop(k)
+            if v is None:
+                environ.pop(k, None)
+            else:
+                environ[k] = v
         for k, v in env.items():
-            self._saved_env[k] = os.environ.get(k)
-            os.environ[k] = v
-        if self._job.memory_limit:
+            current = environ.get(k)
+            if current != v:
+                if k not in self._original:
+                    self._original[k] = current
+                environ[k] = v
+        if job.memory_limit:
             # A backstop for the driver's RSS watchdog: allocations far past the limit
             # fail here (MemoryError, reported as OOM) instead of taking the machine down.
             # Address space is larger than RSS (thread stacks, arenas), hence the slack.
             soft, hard = resource.getrlimit(resource.RLIMIT_AS)
             self._saved_limit = (soft, hard)
-            limit = self._job.memory_limit * 2 + 2**31
+            limit = job.memory_limit * 2 + 2**31
             if hard == resource.RLIM_INFINITY or limit < hard:
                 resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
-    def __exit__(self, *exc: object) -> None:
-        for k, v in self._saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    def after(self) -> None:
         if self._saved_limit is not None:
             resource.setrlimit(resource.RLIMIT_AS, self._saved_limit)
+            self._saved_limit = None
 
 
 class Worker:
@@ -164,9 +185,27 @@ class Worker:
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
         self._send_lock = threading.Lock()
-        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        # Jobs sent ahead: the driver may send the next job while one runs, so the
+        # worker starts it the moment the current one is done. None means stop.
+        self._jobs: collections.deque[Job | None] = collections.deque()
+        self._jobs_changed = threading.Condition()
         self.controller: RemoteController | None = None
+        self._request_ids = itertools.count(1)
         self.logs = _LogCapture()
+        self.env = _Environment()
+        try:
+            self._statm: int | None = os.open("/proc/self/statm", os.O_RDONLY)
+        except OSError:
+            self._statm = None
+
+    def _rss(self) -> int:
+        """This process's resident set size now, in bytes."""
+        if self._statm is None:
+            return 0
+        try:
+            return int(os.pread(self._statm, 128, 0).split()[1]) * _PAGE_SIZE
+        except (OSError, ValueError, IndexError):
+            return 0
 
     def send(self, message: tuple[Any, ...]) -> None:
         with self._send_lock:
@@ -180,21 +219,62 @@ class Worker:
             except (EOFError, OSError):
                 # The driver is gone: nobody will record what we do. Stop now.
                 os._exit(3)
-            kind = message[0]
-            if kind == REPLY and self.controller is not None:
-                _, req_id, ok, payload = message
-                self.controller.deliver(req_id, ok, payload)
-            elif kind == RUN:
-                self._jobs.put(Job(*message[1:]))
-            elif kind == STOP:
-                self._jobs.put(None)
-                return
+            messages = message[1] if message[0] == BATCH else (message,)
+            replies = []
+            for m in messages:
+                kind = m[0]
+                if kind == REPLY:
+                    replies.append(m[1:])
+                elif kind == RUN:
+                    self._enqueue(Job(*m[1:]))
+                elif kind == UNQUEUE:
+                    self._unqueue(m[1])
+                elif kind == STOP:
+                    self._enqueue(None)
+                    return
+            controller = self.controller
+            if replies and controller is not None:
+                controller.deliver(replies)
+
+    def _enqueue(self, job: Job | None) -> None:
+        with self._jobs_changed:
+            self._jobs.append(job)
+            self._jobs_changed.notify()
+
+    def _unqueue(self, job_id: int) -> None:
+        """The driver takes back a job sent ahead; say so if it had not started."""
+        with self._jobs_changed:
+            for job in self._jobs:
+                if job is not None and job.job_id == job_id:
+                    self._jobs.remove(job)
+                    break
+            else:
+                return  # it started already: its DONE will come
+        self.send((SKIPPED, job_id))
+
+    def _next_job(self, wait: bool) -> Job | None:
+        with self._jobs_changed:
+            while wait and not self._jobs:
+                self._jobs_changed.wait()
+            if not self._jobs:
+                return None
+            job = self._jobs.popleft()
+            if job is None:
+                self._jobs.appendleft(None)
+            return job
 
     def serve(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            self.run_job(job)
+        job = self._next_job(wait=True)
+        while job is not None:
+            done = self.run_job(job)
+            # The job queued behind this one starts now, and the driver learns so from
+            # this DONE: from then on it is the running job.
+            job = self._next_job(wait=False)
+            self.send((*done, None if job is None else job.job_id))
+            if job is None:
+                job = self._next_job(wait=True)
 
-    def run_job(self, job: Job) -> None:
+    def run_job(self, job: Job) -> tuple[Any, ...]:
         from heddle._sdk.task import resolve_task
 
         cpu_before = time.process_time()
@@ -203,24 +283,28 @@ class Worker:
         try:
             _blobs(job.storage_url)
             task = resolve_task(job.ref)
-            self.controller = RemoteController(self.send, job.run_id, job.job_id, self.loop)
+            self.controller = RemoteController(
+                self.send, job.run_id, job.job_id, self.loop, self._request_ids
+            )
             ctx = ActionContext(self.controller, job.run_id, job.action_id, job.task_name)
             self.logs.begin(job)
             try:
-                with _Environment(job):
-                    inputs = task.spec.decode_inputs(job.encoded_inputs)
-                    result = contextvars.copy_context().run(self._call, task, inputs, ctx)
-                    payload = task.spec.encode_output(result)
+                self.env.apply(job)
+                inputs = task.spec.decode_inputs(job.encoded_inputs)
+                result = contextvars.copy_context().run(self._call, task, inputs, ctx)
+                payload = task.spec.encode_output(result)
             finally:
+                self.env.after()
                 self.logs.end()
             ok = True
         except BaseException as exc:
             payload = failure_payload(exc, job.task_name, job.memory_limit)
         finally:
             if self.controller is not None:
+                self.controller.flush()
                 self.controller.fail_all(RuntimeError("attempt finished"))
             self.controller = None
-        self.send((DONE, job.job_id, ok, payload, time.process_time() - cpu_before, _rss()))
+        return (DONE, job.job_id, ok, payload, time.process_time() - cpu_before, self._rss())
 
     def _call(self, task: Any, inputs: dict[str, Any], ctx: ActionContext) -> Any:
         current_group.set(None)
@@ -238,13 +322,7 @@ def failure_payload(exc: BaseException, task_name: str, memory_limit: int | None
     return failures.failure_of(exc).to_json()
 
 
-def _rss() -> int:
-    """This process's resident set size now, in bytes."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 def main(conn: Connection) -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import itertools
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 from heddle._errors import HeddleError
@@ -22,13 +23,18 @@ from heddle._runtime.ids import input_hash
 from heddle._runtime.journal import ActionState
 from heddle._runtime.spec import TaskSpec
 
-# Message kinds. Worker -> driver: READY, DONE, CALL, STEP. Driver -> worker: RUN, REPLY, STOP.
+# Message kinds. Worker -> driver: READY, DONE, CALL, STEP, SKIPPED.
+# Driver -> worker: RUN, REPLY, UNQUEUE, STOP.
+# Either side may send (BATCH, [message, ...]): what one turn of its loop produced.
+BATCH = "batch"
 READY = "ready"
 DONE = "done"
 CALL = "call"
 STEP = "step"
 RUN = "run"
 REPLY = "reply"
+UNQUEUE = "unqueue"
+SKIPPED = "skipped"
 STOP = "stop"
 
 
@@ -41,6 +47,7 @@ class RemoteController:
         run_id: str,
         job_id: int,
         loop: asyncio.AbstractEventLoop,
+        ids: Iterator[int] | None = None,
     ) -> None:
         self._send = send
         self.run_id = run_id
@@ -48,8 +55,14 @@ class RemoteController:
         self.loop = loop
         self.loop_thread = threading.get_ident()
         self.aborting = False
-        self._ids = itertools.count(1)
+        # Request ids come from the worker's counter, unique across its jobs: a late
+        # reply meant for an earlier job can never resolve a request of this one.
+        self._ids = ids if ids is not None else itertools.count(1)
         self._pending: dict[int, concurrent.futures.Future[tuple[bool, Any]]] = {}
+        # Calls made by async code on the worker's loop: their futures live on the loop,
+        # and the calls of one loop turn go to the driver in one message.
+        self._pending_async: dict[int, asyncio.Future[tuple[bool, Any]]] = {}
+        self._outbox: list[tuple[Any, ...]] = []
         self._prior_outputs: dict[str, bytes | None] = {}
 
     # -- transport -------------------------------------------------------------------
@@ -61,17 +74,51 @@ class RemoteController:
         self._send((message[0], self.job_id, req_id, *message[1:]))
         return fut
 
-    def deliver(self, req_id: int, ok: bool, payload: Any) -> None:
-        """Called by the worker's reader thread when the driver replies."""
-        fut = self._pending.pop(req_id, None)
-        if fut is not None and not fut.done():
-            fut.set_result((ok, payload))
+    def _post_async(self, message: tuple[Any, ...]) -> asyncio.Future[tuple[bool, Any]]:
+        """On the loop's thread: queue a request, sent with the others of this loop turn."""
+        req_id = next(self._ids)
+        fut: asyncio.Future[tuple[bool, Any]] = self.loop.create_future()
+        self._pending_async[req_id] = fut
+        if not self._outbox:
+            self.loop.call_soon(self.flush)
+        self._outbox.append((message[0], self.job_id, req_id, *message[1:]))
+        return fut
+
+    def flush(self) -> None:
+        out, self._outbox = self._outbox, []
+        if out:
+            self._send(out[0] if len(out) == 1 else (BATCH, out))
+
+    def deliver(self, replies: list[tuple[int, bool, Any]]) -> None:
+        """Called by the worker's reader thread with the driver's replies: the loop's
+        futures are resolved in one hop to the loop, the others right here."""
+        to_loop = []
+        for req_id, ok, payload in replies:
+            fut = self._pending.pop(req_id, None)
+            if fut is not None:
+                if not fut.done():
+                    fut.set_result((ok, payload))
+            elif req_id in self._pending_async:
+                to_loop.append((req_id, ok, payload))
+        if to_loop:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the job is over
+                self.loop.call_soon_threadsafe(self._resolve_on_loop, to_loop)
+
+    def _resolve_on_loop(self, replies: list[tuple[int, bool, Any]]) -> None:
+        for req_id, ok, payload in replies:
+            fut = self._pending_async.pop(req_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result((ok, payload))
 
     def fail_all(self, exc: BaseException) -> None:
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(exc)
         self._pending.clear()
+        for afut in self._pending_async.values():
+            if not afut.done():
+                afut.set_exception(exc)
+        self._pending_async.clear()
 
     # -- calls -----------------------------------------------------------------------
 
@@ -91,14 +138,15 @@ class RemoteController:
         if call.limiter is not None:
             await admit(call)
         try:
-            ok, payload = await asyncio.wrap_future(self._send_call(call))
+            ok, payload = await self._post_async(self._call_message(call))
         finally:
             if call.limiter is not None:
                 call.limiter.release()
         return self._output_of(call, ok, payload)
 
-    def _send_call(self, call: PreparedCall) -> concurrent.futures.Future[tuple[bool, Any]]:
-        return self._request(
+    @staticmethod
+    def _call_message(call: PreparedCall) -> tuple[Any, ...]:
+        return (
             CALL,
             call.spec.ref.get(),
             call.action_id,
@@ -108,6 +156,9 @@ class RemoteController:
             call.parent_id,
             call.group,
         )
+
+    def _send_call(self, call: PreparedCall) -> concurrent.futures.Future[tuple[bool, Any]]:
+        return self._request(*self._call_message(call))
 
     def _output_of(self, call: PreparedCall, ok: bool, payload: Any) -> bytes:
         """The encoded output the driver sent back, or the child's error raised here."""

@@ -264,3 +264,74 @@ def test_heddle_logs_prints_each_attempts_output(process_home: Path) -> None:
     )
     assert missing.returncode == 2
     assert "no action 'nope'" in missing.stderr
+
+
+# -- jobs sent ahead to a busy worker ---------------------------------------------------
+# With capacity cpu=1 every second job waits for the first one's cpu, and is sent
+# ahead to its worker, to start the moment the first one ends.
+
+
+def test_a_job_queued_behind_a_parent_is_taken_back_when_the_parent_calls_a_task(
+    tmp_path: Path,
+) -> None:
+    heddle.init(tmp_path / "home", executor="process", capacity=heddle.Resources(cpu=1))
+    # Warm workers left by an earlier run: the parent's child starts on one at once, so
+    # the job after it is sent ahead to it instead of waiting for a worker to start.
+    heddle.run(ptasks.pids, 3).outputs()
+    log = tmp_path / "log"
+    run = heddle.run(ptasks.parent_with_a_job_queued_behind_it, 4, str(log), wait=False)
+    # Without the recall this run never ends: the parent waits on the queued job.
+    run.wait(timeout=60)
+    assert run.outputs() == [41, 40]
+    # Computed once, on a worker of its own, and never counted as a failed attempt.
+    assert len(log.read_text().splitlines()) == 1
+    # Both calls succeeded, each with a single attempt (the inner one shares the
+    # outer one's computation): the recalled job never counted as a failed attempt.
+    assert _attempts(run, "pcached.shared_work") == [(1, "succeeded", "")]
+
+
+def test_jobs_queued_behind_a_killed_job_run_elsewhere_without_a_failed_attempt(
+    tmp_path: Path,
+) -> None:
+    heddle.init(tmp_path / "home", executor="process", capacity=heddle.Resources(cpu=1))
+    pidfile = tmp_path / "pid"
+    run = heddle.run(ptasks.quick_jobs_behind_one_that_is_killed, 3, str(pidfile))
+    assert run.outputs() == ["TimeoutError", 0, 2, 4]
+    assert not _alive(int(pidfile.read_text()))
+    # The quick jobs never ran on the killed worker: one attempt each, all succeeded.
+    assert _attempts(run, "ptasks.quick") == [(1, "succeeded", "")] * 3
+
+
+def test_aborting_a_run_with_jobs_queued_behind_running_ones(tmp_path: Path) -> None:
+    heddle.init(tmp_path / "home", executor="process", capacity=heddle.Resources(cpu=1))
+    pidfile = tmp_path / "pids"
+    Path(f"{pidfile}.block").touch()
+    run = heddle.run(ptasks.slow_children, 3, str(pidfile), wait=False)
+    deadline = time.monotonic() + 30
+    while not pidfile.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    assert heddle.abort(run.id, wait=20) == "aborted"
+    run.wait(timeout=30)
+    pids = [int(p) for p in pidfile.read_text().split()]
+    assert len(pids) == 1, "only one cpu=1 job may run at a time"
+    deadline = time.monotonic() + 5
+    while _alive(pids[0]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pids[0])
+    statuses = sorted(a.status for a in run.actions() if a.task_name == "ptasks.sleep_and_note")
+    assert statuses == ["aborted"] * 3
+
+
+def test_a_job_sent_ahead_behind_a_slow_job_is_taken_back_to_run_elsewhere(
+    tmp_path: Path,
+) -> None:
+    heddle.init(tmp_path / "home", executor="process", capacity=heddle.Resources(cpu=2))
+    heddle.run(ptasks.pids, 4).outputs()  # warm workers, so slow_one starts at once
+    run = heddle.run(ptasks.quick_job_behind_a_slow_one)
+    assert run.outputs() == ["slow", "medium", 14]
+    finished = {a.task_name: a.finished_at for a in run.actions()}
+    assert finished["ptasks.quick"] is not None and finished["ptasks.slow_one"] is not None
+    # It ran on the cpu medium_one freed, not after slow_one.
+    assert finished["ptasks.quick"] < finished["ptasks.slow_one"] - 1.0
+    assert _attempts(run, "ptasks.quick") == [(1, "succeeded", "")]

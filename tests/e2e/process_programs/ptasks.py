@@ -149,3 +149,70 @@ async def traced_in_worker(x: int) -> float:
     assert heddle.durable.now().tzinfo is not None
     await heddle.durable.sleep(0.05)
     return first
+
+
+# -- jobs sent ahead to a busy worker (run these with capacity cpu=1) ------------------
+
+cached_env = heddle.TaskEnvironment(name="pcached", cache="auto")
+
+
+@cached_env.task
+def shared_work(x: int, log: str) -> int:
+    with open(log, "a") as f:
+        f.write(f"shared_work {os.getpid()}\n")
+    time.sleep(0.2)
+    return x * 10
+
+
+@env.task
+def calls_after_a_while(x: int, log: str) -> int:
+    # Queued behind this job's worker while it sleeps, shared_work(x) is what this job
+    # then waits on (the identical cached call computes once): unless the queued job
+    # is taken back when this one calls a task, neither can finish.
+    time.sleep(0.5)
+    return shared_work(x, log) + 1
+
+
+@env.task
+async def parent_with_a_job_queued_behind_it(x: int, log: str) -> list[int]:
+    return list(await asyncio.gather(calls_after_a_while.aio(x, log), shared_work.aio(x, log)))
+
+
+@env.task(timeout=0.5)
+def overruns(pidfile: str) -> int:
+    with open(pidfile, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(30)
+    return 0
+
+
+@env.task
+def quick(i: int) -> int:
+    return i * 2
+
+
+@env.task
+async def quick_jobs_behind_one_that_is_killed(n: int, pidfile: str) -> list[object]:
+    results = await asyncio.gather(
+        overruns.aio(pidfile), *(quick.aio(i) for i in range(n)), return_exceptions=True
+    )
+    return [type(r).__name__ if isinstance(r, BaseException) else r for r in results]
+
+
+@env.task
+def slow_one() -> str:
+    time.sleep(2.0)
+    return "slow"
+
+
+@env.task(resources=heddle.Resources(memory="200Mi"))
+def medium_one() -> str:
+    time.sleep(0.3)
+    return "medium"
+
+
+@env.task
+async def quick_job_behind_a_slow_one() -> list[object]:
+    # quick(7) asks for what slow_one holds (cpu=1), so it is sent ahead to slow_one's
+    # worker; medium_one (a different request) frees a cpu long before slow_one ends.
+    return list(await asyncio.gather(slow_one.aio(), medium_one.aio(), quick.aio(7)))
