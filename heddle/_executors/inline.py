@@ -30,6 +30,7 @@ class InlineExecutor:
     """
 
     name = "inline"
+    gather_turns = 0
 
     def __init__(
         self,

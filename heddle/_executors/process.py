@@ -51,7 +51,8 @@ WATCH_SECONDS = 0.05
 CHILDREN_EVERY = 10
 IDLE_WORKERS = 8
 # A job is sent ahead only behind a job that started less than this long ago, and taken
-# back if it has not started this long after: it never waits long behind a slow job.
+# back (by the watchdog, within WATCH_SECONDS) once the job in front has run longer:
+# it never waits long behind a slow job.
 SEND_AHEAD_WINDOW = 0.05
 
 
@@ -183,6 +184,8 @@ class ProcessExecutor:
     """Runs attempts in worker processes, admitted by declared resources."""
 
     name = "process"
+    # Loop turns a journal commit waits for workers' messages already on their way.
+    gather_turns = 4
 
     def __init__(
         self,
@@ -216,7 +219,7 @@ class ProcessExecutor:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._loop = loop
-            self._watchdog = loop.create_task(self._watch_memory())
+            self._watchdog = loop.create_task(self._watch())
 
     def _idle_worker(self) -> _Worker | None:
         while self._idle:
@@ -562,17 +565,9 @@ class ProcessExecutor:
             ):
                 w.next = job
                 job.worker = w
-                job.timer = self._loop.call_later(
-                    SEND_AHEAD_WINDOW, self._recall_if_waiting, w, job
-                )
                 self._send_run(w, job)
                 return True
         return False
-
-    def _recall_if_waiting(self, w: _Worker, job: _Job) -> None:
-        job.timer = None
-        if w.next is job:  # the job in front is slow: run this one wherever fits first
-            self._recall(w, job)
 
     def _hand_over(self, w: _Worker, job: _Job, next_id: int | None) -> None:
         """At `job`'s end, the job sent ahead (if any) becomes the worker's running job."""
@@ -690,20 +685,26 @@ class ProcessExecutor:
             self.ledger.release(job.grant)
         self._dispatch()
 
-    async def _watch_memory(self) -> None:
-        """Sample busy workers' RSS: record peaks, kill those past their memory limit.
+    async def _watch(self) -> None:
+        """Sample busy workers' RSS: record peaks, kill those past their memory limit;
+        take back jobs sent ahead to a worker whose job turned out slow.
 
         A task's own subprocesses count too; finding them walks /proc, so their list
         is refreshed only every CHILDREN_EVERY samples.
         """
+        assert self._loop is not None
         tick = 0
         while True:
             await asyncio.sleep(WATCH_SECONDS)
             tick += 1
+            now = self._loop.time()
             for w in list(self._all):
                 job = w.job
                 if job is None or w.ps is None or w.dead:
                     continue
+                ahead = w.next
+                if ahead is not None and now - job.started_at > SEND_AHEAD_WINDOW:
+                    self._recall(w, ahead)  # it runs wherever fits first instead
                 try:
                     rss = w.ps.memory_info().rss
                     if tick % CHILDREN_EVERY == 0:

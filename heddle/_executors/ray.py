@@ -187,6 +187,7 @@ class RayExecutor:
     """Submits each attempt as a Ray task and awaits its outcome."""
 
     name = "ray"
+    gather_turns = 0
 
     def __init__(
         self,

@@ -159,10 +159,11 @@ class _Environment:
         if job.memory_limit:
             # A backstop for the driver's RSS watchdog: allocations far past the limit
             # fail here (MemoryError, reported as OOM) instead of taking the machine down.
-            # Address space is larger than RSS (thread stacks, arenas), hence the slack.
+            # Address space is larger than RSS (thread stacks, arenas, and whatever this
+            # warm worker mapped for earlier jobs), hence the slack over what it maps now.
             soft, hard = resource.getrlimit(resource.RLIMIT_AS)
             self._saved_limit = (soft, hard)
-            limit = job.memory_limit * 2 + 2**31
+            limit = _address_space() + job.memory_limit * 2 + 2**31
             if hard == resource.RLIM_INFINITY or limit < hard:
                 resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
@@ -323,6 +324,15 @@ def failure_payload(exc: BaseException, task_name: str, memory_limit: int | None
 
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _address_space() -> int:
+    """The bytes this process maps now (its virtual size)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[0]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def main(conn: Connection) -> None:

@@ -59,6 +59,8 @@ class Executor(Protocol):
     """Runs one attempt of an action's body: encoded inputs in, encoded output out."""
 
     name: str
+    # Loop turns each journal commit waits to gather more (see Journal).
+    gather_turns: int
 
     async def execute(self, call: PreparedCall, attempt: Attempt, ctx: ActionContext) -> bytes: ...
 
@@ -99,7 +101,7 @@ class Controller:
         self.executor = executor
         self.loop = loop
         self.loop_thread = threading.get_ident()
-        self.journal = Journal(store, loop)
+        self.journal = Journal(store, loop, gather_turns=executor.gather_turns)
         self.stats = Stats()
         self._prior: dict[str, ActionRecord] = dict(prior_actions or {})
         self.cache = OutputCache(store, literals, loop)

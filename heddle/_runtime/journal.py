@@ -66,8 +66,14 @@ class Journal:
     during the turn lands in one transaction, and a lone commit costs no thread hop.
     """
 
-    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, store: Store, loop: asyncio.AbstractEventLoop, gather_turns: int = 0
+    ) -> None:
         self._store = store
+        # Loop turns a commit waits before it is written, so that messages already
+        # waiting on the loop's sockets (workers reporting back) join it.
+        self._gather_turns = gather_turns
+        self._turns_left = 0
         self._writer = store.writer()
         self._loop = loop
         self._actions: dict[str, ActionState] = {}
@@ -109,6 +115,7 @@ class Journal:
     def _schedule(self) -> None:
         if not self._scheduled:
             self._scheduled = True
+            self._turns_left = self._gather_turns
             self._loop.call_soon(self._flush)
 
     def _take_batch(
@@ -138,6 +145,10 @@ class Journal:
         return batch, waiters, new_actions, new_attempts
 
     def _flush(self) -> None:
+        if self._turns_left:
+            self._turns_left -= 1
+            self._loop.call_soon(self._flush)
+            return
         self._scheduled = False
         # On failure every waiter has already been handed the error by _fail.
         with contextlib.suppress(Exception):

@@ -335,3 +335,10 @@ def test_a_job_sent_ahead_behind_a_slow_job_is_taken_back_to_run_elsewhere(
     # It ran on the cpu medium_one freed, not after slow_one.
     assert finished["ptasks.quick"] < finished["ptasks.slow_one"] - 1.0
     assert _attempts(run, "ptasks.quick") == [(1, "succeeded", "")]
+
+
+def test_a_memory_limit_counts_from_what_a_warm_worker_already_maps(process_home: Path) -> None:
+    # The worker that mapped 3 GiB stays warm for the next run; a job with a 150Mi limit
+    # that uses far less must still run there, not die on the address-space backstop.
+    pid = heddle.run(ptasks.maps_three_gib).outputs()
+    assert heddle.run(ptasks.small_hog, 40).outputs() == pid

@@ -216,3 +216,21 @@ async def quick_job_behind_a_slow_one() -> list[object]:
     # quick(7) asks for what slow_one holds (cpu=1), so it is sent ahead to slow_one's
     # worker; medium_one (a different request) frees a cpu long before slow_one ends.
     return list(await asyncio.gather(slow_one.aio(), medium_one.aio(), quick.aio(7)))
+
+
+_mappings: list[object] = []
+
+
+@env.task
+def maps_three_gib() -> int:
+    """Keeps 3 GiB of address space mapped (untouched) in this warm worker."""
+    import mmap
+
+    _mappings.append(mmap.mmap(-1, 3 << 30))
+    return os.getpid()
+
+
+@env.task(resources=heddle.Resources(memory="150Mi"))
+def small_hog(mb: int) -> int:
+    blocks = [bytearray(2**20) for _ in range(mb)]
+    return os.getpid() if len(blocks) == mb else -1
