@@ -96,6 +96,7 @@ class _Worker:
     # Sent ahead while `job` runs: the worker starts it as soon as `job` is done.
     next: _Job | None = None
     dead: bool = False
+    gpu_used: bool = False
     ps: psutil.Process | None = None
     subprocesses: list[psutil.Process] = field(default_factory=list)
     # Messages posted during this turn of the driver's loop, sent together at its end.
@@ -267,7 +268,11 @@ class ProcessExecutor:
         w.job = None
         if w.dead:
             return
-        if len(self._idle) < IDLE_WORKERS:
+        if w.gpu_used:
+            # CUDA fixes its devices when a process first uses it: a worker that had
+            # GPUs never runs another job, which could be given other devices.
+            self._stop_worker(w)
+        elif len(self._idle) < IDLE_WORKERS:
             self._idle.append(w)
         else:
             self._stop_worker(w)
@@ -520,7 +525,9 @@ class ProcessExecutor:
             if job.timer is not None:
                 job.timer.cancel()
                 job.timer = None
-            w = self._idle_worker()
+            # A GPU job gets a worker of its own that no earlier job could have pinned
+            # to other devices (CUDA_VISIBLE_DEVICES is read once, when CUDA starts).
+            w = None if job.request.gpu else self._idle_worker()
             if w is None:
                 assert self._loop is not None
                 starting = self._loop.create_task(self._start_on_new_worker(job))
@@ -622,6 +629,8 @@ class ProcessExecutor:
             self._queue.appendleft(job)
 
     def _start(self, w: _Worker, job: _Job) -> None:
+        if job.request.gpu:
+            w.gpu_used = True
         self._send_run(w, job)
         self._running(w, job)
 

@@ -342,3 +342,20 @@ def test_a_memory_limit_counts_from_what_a_warm_worker_already_maps(process_home
     # that uses far less must still run there, not die on the address-space backstop.
     pid = heddle.run(ptasks.maps_three_gib).outputs()
     assert heddle.run(ptasks.small_hog, 40).outputs() == pid
+
+
+def test_gpu_jobs_get_devices_no_other_job_holds_and_a_worker_of_their_own(
+    tmp_path: Path,
+) -> None:
+    # This machine has no GPU: the capacity declares two device indices, and the test
+    # checks what each job is given (CUDA_VISIBLE_DEVICES), not what a device does.
+    heddle.init(tmp_path / "home", executor="process", capacity=heddle.Resources(cpu=4, gpu=2))
+    cpu_workers = {str(p) for p in heddle.run(ptasks.pids, 3).outputs()}
+    first, second = heddle.run(ptasks.two_gpu_jobs_at_once).outputs()
+    assert sorted([first[1], second[1]]) == ["0", "1"]
+    (third_pid, third_devices) = heddle.run(ptasks.sees_gpus, 0.0).outputs()
+    assert third_devices in ("0", "1")
+    gpu_workers = {first[0], second[0], third_pid}
+    # A fresh worker each: CUDA pins a process to the devices it first saw.
+    assert len(gpu_workers) == 3
+    assert not gpu_workers & cpu_workers

@@ -234,3 +234,14 @@ def maps_three_gib() -> int:
 def small_hog(mb: int) -> int:
     blocks = [bytearray(2**20) for _ in range(mb)]
     return os.getpid() if len(blocks) == mb else -1
+
+
+@env.task(resources=heddle.Resources(gpu=1))
+def sees_gpus(pause: float) -> list[str]:
+    time.sleep(pause)
+    return [str(os.getpid()), os.environ.get("CUDA_VISIBLE_DEVICES", "")]
+
+
+@env.task
+async def two_gpu_jobs_at_once() -> list[list[str]]:
+    return list(await asyncio.gather(sees_gpus.aio(0.5), sees_gpus.aio(0.5)))
