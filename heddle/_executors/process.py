@@ -3,6 +3,10 @@
 The driver keeps the controller (the single writer of the run's log); it admits
 attempts by their declared resources, watches workers' memory, kills them on
 timeout, abort or OOM, and serves the calls their tasks make to other tasks.
+
+Short jobs cost little: admission runs in the loop turn that frees resources, and a
+job may be sent ahead to a busy worker to start the moment the job in front ends
+(see ``_send_ahead``); idle workers are kept warm for the next run in this process.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""A worker process of the process executor: runs one action attempt at a time.
+"""A worker process of the process executor: runs one action attempt at a time
+(the driver may send the next one ahead; it starts when the current one ends).
 
 It resolves the task from its ref, applies the attempt's environment, memory limit
 and GPUs, captures stdout/stderr into the object store, and sends child calls and
