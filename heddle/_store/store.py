@@ -198,15 +198,23 @@ class Store:
     def _errors(self, doing: str) -> Iterator[None]:
         try:
             yield
-        except HeddleError:
-            raise
-        except (OperationalError, DBAPIError) as exc:
-            raise StoreError(f"store {self._describe()}: cannot {doing}: {exc.orig}") from exc
-        except SQLAlchemyError as exc:
-            raise StoreError(f"store {self._describe()}: cannot {doing}: {exc}") from exc
-        except self._dbapi_errors as exc:
+        except Exception as exc:
+            error = self._store_error(doing, exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    def _store_error(self, doing: str, exc: Exception) -> Exception:
+        """The error to raise for ``exc``: a StoreError naming the store and what failed
+        (HeddleErrors and errors that are not the database's pass through unchanged)."""
+        if isinstance(exc, HeddleError):
+            return exc
+        if isinstance(exc, (OperationalError, DBAPIError)):
+            return StoreError(f"store {self._describe()}: cannot {doing}: {exc.orig}")
+        if isinstance(exc, (SQLAlchemyError, self._dbapi_errors)):
             # The journal writer talks to the DBAPI connection directly.
-            raise StoreError(f"store {self._describe()}: cannot {doing}: {exc}") from exc
+            return StoreError(f"store {self._describe()}: cannot {doing}: {exc}")
+        return exc
 
     def _migrate(self) -> None:
         with self._errors("open the store (is it a Heddle store?)"), self._engine.connect() as conn:
@@ -532,8 +540,14 @@ class JournalWriter:
         if not batch:
             return
         store = self._store
-        with store._errors("record actions"), store._write_lock:
-            store._statements.write(self._raw, batch)
+        try:
+            with store._write_lock:
+                store._statements.write(self._raw, batch)
+        except Exception as exc:
+            error = store._store_error("record actions", exc)
+            if error is exc:
+                raise
+            raise error from exc
 
     def close(self) -> None:
         if self._sqlite:

@@ -110,8 +110,10 @@ def test_durable_resolves_only_after_the_commit(store: Store) -> None:
         journal.close()
 
     asyncio.run(main())
-    # Waiters resume only once the commit that covers them has finished.
-    assert events[-3:] == ["commit done", "w1 resumes", "w2 resumes"]
+    # Waiters resume only once the commit that covers them has finished (the last one
+    # to wait, with nothing else ready, writes the commit itself and resumes first).
+    assert events[-3] == "commit done"
+    assert sorted(events[-2:]) == ["w1 resumes", "w2 resumes"]
     assert events[0] == "commit starts"
 
 
@@ -207,3 +209,67 @@ def test_a_failing_write_fails_every_waiter_and_every_later_one(store: Store) ->
 def test_a_failing_write_surfaces_as_store_error(store: Store) -> None:
     results, _later, _commits = _fail_with_duplicate(store)
     assert isinstance(results[0], heddle.StoreError)
+
+
+class _CountYields:
+    """Awaits a coroutine and counts the times it suspended (gave the loop a turn)."""
+
+    def __init__(self, coro: object, counts: list[int]) -> None:
+        self._coro = coro
+        self._counts = counts
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        it = self._coro.__await__()  # type: ignore[attr-defined]
+        value = None
+        while True:
+            try:
+                fut = it.send(value)
+            except StopIteration as stop:
+                return stop.value
+            self._counts[0] += 1
+            value = yield fut
+
+
+def test_a_lone_durable_commits_at_once_and_yields_every_max_streak(store: Store) -> None:
+    from heddle._runtime.journal import MAX_STREAK
+
+    async def main() -> tuple[int, int]:
+        journal = Journal(store, asyncio.get_running_loop())
+        yields = [0]
+        n = 3 * (MAX_STREAK + 1)
+        for i in range(n):
+            journal.put_action(action(f"s{i:03d}"))
+            await _CountYields(journal.durable(), yields)
+            # Committed when durable() returns, whether or not the loop had a turn.
+            assert f"s{i:03d}" in statuses(store)
+        journal.close()
+        return yields[0], journal.commits
+
+    yields, commits = asyncio.run(main())
+    # Nothing else was ready: every commit was written at once, and the chain let the
+    # loop have a turn once every MAX_STREAK commits (so it never starves the loop).
+    assert yields == 3
+    assert commits == 3 * (MAX_STREAK + 1)
+
+
+def test_durable_waits_for_the_turn_when_other_code_is_ready(store: Store) -> None:
+    async def main() -> tuple[int, list[str], int]:
+        loop = asyncio.get_running_loop()
+        journal = Journal(store, loop)
+        yields = [0]
+        joined: list[str] = []
+
+        def other() -> None:  # ready in the same turn: its change joins the commit
+            journal.put_action(action("other"))
+            joined.append("other")
+
+        loop.call_soon(other)
+        journal.put_action(action("mine"))
+        await _CountYields(journal.durable(), yields)
+        journal.close()
+        return journal.commits, joined, yields[0]
+
+    commits, joined, yields = asyncio.run(main())
+    assert yields == 1  # it waited for the loop's turn
+    assert commits == 1 and joined == ["other"]
+    assert set(statuses(store)) == {"mine", "other"}
