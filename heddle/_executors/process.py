@@ -78,6 +78,9 @@ class _Job:
     worker: _Worker | None = None
     timer: asyncio.TimerHandle | None = None
     started_at: float = 0.0  # loop time at which it became its worker's running job
+    # Memory its warm worker held from earlier jobs beyond a fresh worker's: not this
+    # job's, so not counted against its memory limit or in its peak.
+    carried_rss: int = 0
     # Left the queue without running (aborted or timed out there); dropped when reached.
     withdrawn: bool = False
     # Sent ahead to a busy worker, then asked back (UNQUEUE): the worker says which won.
@@ -102,6 +105,8 @@ class _Worker:
     dead: bool = False
     gpu_used: bool = False
     ps: psutil.Process | None = None
+    fresh_rss: int = 0  # its RSS when it started, before any job
+    last_rss: int = 0  # its RSS when its last job ended
     subprocesses: list[psutil.Process] = field(default_factory=list)
     # Messages posted during this turn of the driver's loop, sent together at its end.
     outbox: list[tuple[Any, ...]] = field(default_factory=list)
@@ -304,13 +309,15 @@ class ProcessExecutor:
         """The worker's pipe has data (or was closed): handle every complete message."""
         assert w.reader is not None
         try:
-            for message in w.reader.read():
-                self._on_message(w, message)
+            messages = w.reader.read()
         except (EOFError, OSError):
             assert self._loop is not None
             self._loop.remove_reader(w.conn.fileno())
             w.process.join(timeout=1)
             self._on_exit(w)
+            return
+        for message in messages:
+            self._on_message(w, message)
 
     def _on_exit(self, w: _Worker) -> None:
         w.dead = True
@@ -345,13 +352,16 @@ class ProcessExecutor:
                 self._on_message(w, m)
         elif kind == READY:
             w.ps = psutil.Process(message[1])
+            with contextlib.suppress(psutil.Error):
+                w.fresh_rss = w.last_rss = w.ps.memory_info().rss
             if not w.ready.done():
                 w.ready.set_result(None)
         elif kind == DONE:
             _, job_id, ok, payload, cpu, rss, next_id = message
             job = w.job
             if job is not None and job.id == job_id:
-                job.peak_rss = max(job.peak_rss, rss)
+                job.peak_rss = max(job.peak_rss, rss - job.carried_rss)
+                w.last_rss = rss
                 if not job.done.done():
                     job.done.set_result((ok, payload, cpu))
                 self._hand_over(w, job, next_id)
@@ -596,7 +606,12 @@ class ProcessExecutor:
             w.kill()
             return
         w.next = None
-        ahead.grant, job.grant = job.grant, None
+        grant, job.grant = job.grant, None
+        if grant is not None:
+            # The job in front may end with children still running (never awaited):
+            # the cpu it lent them is taken back for the job that now runs.
+            self.ledger.reclaim_cpu(grant)
+        ahead.grant = grant
         self._running(w, ahead)
 
     def _recall(self, w: _Worker, job: _Job) -> None:
@@ -641,6 +656,7 @@ class ProcessExecutor:
     def _running(self, w: _Worker, job: _Job) -> None:
         job.worker = w
         w.job = job
+        job.carried_rss = max(0, w.last_rss - w.fresh_rss)
         assert self._loop is not None
         job.started_at = self._loop.time()
         if job.timer is not None:
@@ -727,6 +743,7 @@ class ProcessExecutor:
                             rss += child.memory_info().rss
                 except psutil.Error:
                     continue
+                rss -= job.carried_rss
                 job.peak_rss = max(job.peak_rss, rss)
                 if job.memory_limit and rss > job.memory_limit and not job.oom:
                     job.oom = True

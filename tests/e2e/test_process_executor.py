@@ -359,3 +359,14 @@ def test_gpu_jobs_get_devices_no_other_job_holds_and_a_worker_of_their_own(
     # A fresh worker each: CUDA pins a process to the devices it first saw.
     assert len(gpu_workers) == 3
     assert not gpu_workers & cpu_workers
+
+
+def test_memory_a_warm_worker_holds_from_earlier_jobs_is_not_charged_to_the_next(
+    process_home: Path,
+) -> None:
+    pid = heddle.run(ptasks.holds_300_mib).outputs()
+    # The same worker, its RSS now ~350 MiB, runs a job limited to 150Mi that adds 40.
+    run = heddle.run(ptasks.small_hog, 40)
+    assert run.outputs() == pid
+    (attempt,) = get_session().store.attempts_of_run(run.id)
+    assert attempt.peak_rss is not None and attempt.peak_rss < 150 * 2**20

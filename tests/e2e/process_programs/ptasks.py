@@ -233,6 +233,7 @@ def maps_three_gib() -> int:
 @env.task(resources=heddle.Resources(memory="150Mi"))
 def small_hog(mb: int) -> int:
     blocks = [bytearray(2**20) for _ in range(mb)]
+    time.sleep(0.2)  # long enough for the driver's watchdog to sample it
     return os.getpid() if len(blocks) == mb else -1
 
 
@@ -245,3 +246,13 @@ def sees_gpus(pause: float) -> list[str]:
 @env.task
 async def two_gpu_jobs_at_once() -> list[list[str]]:
     return list(await asyncio.gather(sees_gpus.aio(0.5), sees_gpus.aio(0.5)))
+
+
+_held: list[bytearray] = []
+
+
+@env.task
+def holds_300_mib() -> int:
+    """Keeps 300 MiB of live data in this warm worker after the job ends."""
+    _held.append(bytearray(300 * 2**20))
+    return os.getpid()
