@@ -15,24 +15,23 @@ import asyncio
 import collections
 import contextlib
 import itertools
-import multiprocessing
-import os
-import signal
-import sys
-import threading
-import types
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 from typing import Any
 
 import psutil
 
 from heddle._errors import OOMError, WorkerLostError
 from heddle._errors import TimeoutError as HeddleTimeout
-from heddle._executors import frames
-from heddle._executors import worker as worker_module
-from heddle._executors.resources import Capacity, Grant, Ledger, Request, capacity_from
+from heddle._executors.handles import (
+    Job,
+    WorkerHandle,
+    cancel_children,
+    keep_spare,
+    mp_context,
+    start_worker,
+    take_spare,
+)
+from heddle._executors.resources import Capacity, Ledger, Request, capacity_from
 from heddle._runtime import failures
 from heddle._runtime.calls import PreparedCall
 from heddle._runtime.context import ActionContext
@@ -43,7 +42,6 @@ from heddle._runtime.remote import (
     DONE,
     READY,
     REPLY,
-    RUN,
     SKIPPED,
     STEP,
     STOP,
@@ -58,136 +56,6 @@ IDLE_WORKERS = 8
 # back (by the watchdog, within WATCH_SECONDS) once the job in front has run longer:
 # it never waits long behind a slow job.
 SEND_AHEAD_WINDOW = 0.05
-
-
-@dataclass(eq=False)
-class _Job:
-    """One attempt from the moment it is queued until its worker reports back."""
-
-    id: int
-    call: PreparedCall
-    attempt: Attempt
-    controller: Controller
-    run_id: str
-    request: Request
-    done: asyncio.Future[tuple[bool, Any, float]]
-    memory_limit: int | None
-    env: dict[str, str]
-    secrets: list[str]
-    grant: Grant | None = None
-    worker: _Worker | None = None
-    timer: asyncio.TimerHandle | None = None
-    started_at: float = 0.0  # loop time at which it became its worker's running job
-    # Memory its warm worker held from earlier jobs beyond a fresh worker's: not this
-    # job's, so not counted against its memory limit or in its peak.
-    carried_rss: int = 0
-    # Left the queue without running (aborted or timed out there); dropped when reached.
-    withdrawn: bool = False
-    # Sent ahead to a busy worker, then asked back (UNQUEUE): the worker says which won.
-    recalled: bool = False
-    # Has called other tasks: no job is ever queued behind it on its worker.
-    called: bool = False
-    children: int = 0
-    child_calls: set[asyncio.Future[bytes]] = field(default_factory=set)
-    peak_rss: int = 0
-    oom: bool = False
-
-
-@dataclass(eq=False)
-class _Worker:
-    process: multiprocessing.process.BaseProcess
-    conn: Connection
-    ready: asyncio.Future[None]
-    send_lock: threading.Lock = field(default_factory=threading.Lock)
-    job: _Job | None = None
-    # Sent ahead while `job` runs: the worker starts it as soon as `job` is done.
-    next: _Job | None = None
-    dead: bool = False
-    gpu_used: bool = False
-    ps: psutil.Process | None = None
-    fresh_rss: int = 0  # its RSS when it started, before any job
-    last_rss: int = 0  # its RSS when its last job ended
-    subprocesses: list[psutil.Process] = field(default_factory=list)
-    # Messages posted during this turn of the driver's loop, sent together at its end.
-    outbox: list[tuple[Any, ...]] = field(default_factory=list)
-    reader: frames.FrameReader | None = None
-
-    @property
-    def label(self) -> str:
-        return f"process:{self.process.pid}"
-
-    def send(self, message: tuple[Any, ...]) -> None:
-        data = frames.encode(message)
-        with self.send_lock:
-            frames.write_all(self.conn.fileno(), data)
-
-    def send_now(self, message: tuple[Any, ...]) -> None:
-        """Send at once, ahead of anything posted this turn (a dead worker's reader
-        reports the failure)."""
-        if not self.dead:
-            with contextlib.suppress(Exception):
-                self.send(message)
-
-    def flush(self) -> None:
-        """Send what was posted this turn: one pickle and one write however many."""
-        out, self.outbox = self.outbox, []
-        if self.dead or not out:
-            return
-        with contextlib.suppress(Exception):  # a dead worker is handled by its reader
-            self.send(out[0] if len(out) == 1 else (BATCH, out))
-
-    def kill(self) -> None:
-        # Never handed another job: its reader finishes the bookkeeping when the pipe closes.
-        self.dead = True
-        if self.process.pid is not None and self.process.is_alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.process.pid, signal.SIGKILL)
-
-
-def _mp_context() -> multiprocessing.context.ForkServerContext:
-    # Workers fork from a small server process that has imported Heddle once: fast to
-    # start, and never a fork of the driver with its threads and open connections.
-    ctx = multiprocessing.get_context("forkserver")
-    assert isinstance(ctx, multiprocessing.context.ForkServerContext)
-    ctx.set_forkserver_preload(["heddle", "heddle._executors.worker"])
-    return ctx
-
-
-async def _cancel_children(job: _Job) -> None:
-    """A job that stops takes its children with it (their workers are killed too),
-    and waits until their end is journalled."""
-    children = list(job.child_calls)
-    for f in children:
-        f.cancel()
-    if children:
-        await asyncio.gather(*children, return_exceptions=True)
-
-
-_forkserver_started = False
-# Idle workers left by finished runs, handed to the next run of this process.
-_spare: list[_Worker] = []
-_spare_lock = threading.Lock()
-SPARE_WORKERS = 8
-_start_lock = threading.Lock()
-
-
-def _start_without_main(process: multiprocessing.process.BaseProcess) -> None:
-    """Start a worker without multiprocessing importing the driver's __main__ in it.
-
-    multiprocessing re-runs the parent's main script in every child it starts, which
-    re-runs a user's script that lacks an ``if __name__ == "__main__":`` guard. Tasks
-    travel by reference or by value instead, so the script is never needed there.
-    """
-    global _forkserver_started
-    with _start_lock:
-        main = sys.modules.get("__main__")
-        sys.modules["__main__"] = types.ModuleType("__main__")
-        try:
-            process.start()
-        finally:
-            if main is not None:
-                sys.modules["__main__"] = main
-        _forkserver_started = True
 
 
 class ProcessExecutor:
@@ -212,15 +80,15 @@ class ProcessExecutor:
         self._resolve = resolve
         self._secrets = secrets or (lambda spec: {})
         self.ledger = Ledger(capacity_from(capacity))
-        self._ctx = _mp_context()
-        self._idle: list[_Worker] = []
-        self._queue: collections.deque[_Job] = collections.deque()
-        self._all: set[_Worker] = set()
+        self._ctx = mp_context()
+        self._idle: list[WorkerHandle] = []
+        self._queue: collections.deque[Job] = collections.deque()
+        self._all: set[WorkerHandle] = set()
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._env: dict[str, str] | None = None
-        self._to_flush: list[_Worker] = []
+        self._to_flush: list[WorkerHandle] = []
         self._starting: set[asyncio.Task[None]] = set()
 
     # -- workers ---------------------------------------------------------------------
@@ -231,49 +99,33 @@ class ProcessExecutor:
             self._loop = loop
             self._watchdog = loop.create_task(self._watch())
 
-    def _idle_worker(self) -> _Worker | None:
+    def _idle_worker(self) -> WorkerHandle | None:
         while self._idle:
             w = self._idle.pop()
             if not w.dead:
                 return w
         return self._spare_worker()
 
-    def _spare_worker(self) -> _Worker | None:
-        """An idle worker an earlier run of this process left (warm: imports done)."""
-        assert self._loop is not None
-        while True:
-            with _spare_lock:
-                if not _spare:
-                    return None
-                w = _spare.pop()
-            if w.process.is_alive():
-                self._all.add(w)
-                self._loop.add_reader(w.conn.fileno(), self._readable, w)
-                return w
-            with contextlib.suppress(Exception):
-                w.conn.close()
+    def _spare_worker(self) -> WorkerHandle | None:
+        w = take_spare()
+        if w is not None:
+            self._adopt(w)
+        return w
 
-    async def _new_worker(self) -> _Worker:
+    def _adopt(self, w: WorkerHandle) -> None:
         assert self._loop is not None
-        parent, child = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(
-            target=worker_module.main, args=(child,), daemon=True, name="heddle-worker"
-        )
-        if not _forkserver_started:
-            # The first start launches the fork server (it imports Heddle): off the loop.
-            await asyncio.to_thread(_start_without_main, process)
-        else:
-            _start_without_main(process)
-        child.close()
-        w = _Worker(process, parent, self._loop.create_future())
-        w.reader = frames.FrameReader(parent.fileno())
         self._all.add(w)
         # The pipe is read on the loop itself: no reader thread, no hand-off per message.
-        self._loop.add_reader(parent.fileno(), self._readable, w)
+        self._loop.add_reader(w.conn.fileno(), self._readable, w)
+
+    async def _new_worker(self) -> WorkerHandle:
+        assert self._loop is not None
+        w = await start_worker(self._ctx, self._loop)
+        self._adopt(w)
         await w.ready
         return w
 
-    def _release_worker(self, w: _Worker) -> None:
+    def _release_worker(self, w: WorkerHandle) -> None:
         w.job = None
         if w.dead:
             return
@@ -286,7 +138,7 @@ class ProcessExecutor:
         else:
             self._stop_worker(w)
 
-    def _post(self, w: _Worker, message: tuple[Any, ...]) -> None:
+    def _post(self, w: WorkerHandle, message: tuple[Any, ...]) -> None:
         """Queue a message to a worker; everything posted in this loop turn goes together."""
         if not w.outbox:
             if not self._to_flush:
@@ -300,12 +152,12 @@ class ProcessExecutor:
         for w in workers:
             w.flush()
 
-    def _stop_worker(self, w: _Worker) -> None:
+    def _stop_worker(self, w: WorkerHandle) -> None:
         with contextlib.suppress(Exception):
             w.send((STOP,))
         self._all.discard(w)
 
-    def _readable(self, w: _Worker) -> None:
+    def _readable(self, w: WorkerHandle) -> None:
         """The worker's pipe has data (or was closed): handle every complete message."""
         assert w.reader is not None
         try:
@@ -319,7 +171,7 @@ class ProcessExecutor:
         for message in messages:
             self._on_message(w, message)
 
-    def _on_exit(self, w: _Worker) -> None:
+    def _on_exit(self, w: WorkerHandle) -> None:
         w.dead = True
         self._all.discard(w)
         if not w.ready.done():
@@ -345,7 +197,7 @@ class ProcessExecutor:
 
     # -- messages --------------------------------------------------------------------
 
-    def _on_message(self, w: _Worker, message: tuple[Any, ...]) -> None:
+    def _on_message(self, w: WorkerHandle, message: tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == BATCH:
             for m in message[1]:
@@ -375,13 +227,13 @@ class ProcessExecutor:
         elif kind == STEP:
             self._on_step(w, *message[1:])
 
-    def _reply(self, w: _Worker, req_id: int, ok: bool, payload: Any) -> None:
+    def _reply(self, w: WorkerHandle, req_id: int, ok: bool, payload: Any) -> None:
         if not w.dead:
             self._post(w, (REPLY, req_id, ok, payload))
 
     def _on_call(
         self,
-        w: _Worker,
+        w: WorkerHandle,
         job_id: int,
         req_id: int,
         ref: Any,
@@ -434,7 +286,7 @@ class ProcessExecutor:
         fut.add_done_callback(finished)
 
     def _on_step(
-        self, w: _Worker, job_id: int, req_id: int, op: str, args: tuple[Any, ...]
+        self, w: WorkerHandle, job_id: int, req_id: int, op: str, args: tuple[Any, ...]
     ) -> None:
         job = w.job
         if job is None or job.id != job_id:
@@ -475,7 +327,7 @@ class ProcessExecutor:
         if self._env is None:
             self._env = self._session_env()
         env = {**self._env, **spec.env_vars, **secrets} if spec.env_vars or secrets else self._env
-        job = _Job(
+        job = Job(
             next(self._ids),
             call,
             attempt,
@@ -496,17 +348,17 @@ class ProcessExecutor:
         try:
             ok, payload, cpu = await job.done
         except asyncio.CancelledError:
-            job.withdrawn = True
+            # job.done is cancelled with us: the job is dropped wherever it waits.
             w = job.worker
             if w is not None:
                 if w.next is job:
                     self._recall(w, job)
                 else:
                     w.kill()
-            await _cancel_children(job)
+            await cancel_children(job)
             raise
         except HeddleTimeout:
-            await _cancel_children(job)
+            await cancel_children(job)
             raise
         finally:
             attempt.peak_rss = job.peak_rss or attempt.peak_rss
@@ -525,7 +377,7 @@ class ProcessExecutor:
         queue = self._queue
         while queue:
             job = queue[0]
-            if job.withdrawn or job.done.done():
+            if job.done.done():  # aborted or timed out while it waited
                 queue.popleft()
                 continue
             grant = self.ledger.take(job.request)
@@ -550,7 +402,7 @@ class ProcessExecutor:
             else:
                 self._start(w, job)
 
-    async def _start_on_new_worker(self, job: _Job) -> None:
+    async def _start_on_new_worker(self, job: Job) -> None:
         try:
             w = await self._new_worker()
         except Exception as exc:
@@ -563,7 +415,7 @@ class ProcessExecutor:
         else:
             self._start(w, job)
 
-    def _send_ahead(self, job: _Job) -> bool:
+    def _send_ahead(self, job: Job) -> bool:
         """Queue a job on a busy worker running a job of the same request, to start the
         moment that one ends (its resources pass straight to it): the worker never
         waits for the driver between two short jobs. Not behind a job that calls other
@@ -590,7 +442,7 @@ class ProcessExecutor:
                 return True
         return False
 
-    def _hand_over(self, w: _Worker, job: _Job, next_id: int | None) -> None:
+    def _hand_over(self, w: WorkerHandle, job: Job, next_id: int | None) -> None:
         """At `job`'s end, the job sent ahead (if any) becomes the worker's running job."""
         ahead = w.next
         if ahead is None:
@@ -614,12 +466,12 @@ class ProcessExecutor:
         ahead.grant = grant
         self._running(w, ahead)
 
-    def _recall(self, w: _Worker, job: _Job) -> None:
+    def _recall(self, w: WorkerHandle, job: Job) -> None:
         if not job.recalled:
             job.recalled = True
             w.send_now((UNQUEUE, job.id))
 
-    def _on_skipped(self, w: _Worker, job_id: int) -> None:
+    def _on_skipped(self, w: WorkerHandle, job_id: int) -> None:
         """The worker dropped a job sent ahead, unstarted: it goes back to the queue."""
         if w.next is not None and w.next.id == job_id:
             job = w.next
@@ -638,22 +490,22 @@ class ProcessExecutor:
         self._requeue(job)
         self._dispatch()
 
-    def _requeue(self, job: _Job) -> None:
+    def _requeue(self, job: Job) -> None:
         if job.timer is not None:
             job.timer.cancel()
             job.timer = None
         job.worker = None
         job.recalled = False
-        if not (job.withdrawn or job.done.done()):
+        if not job.done.done():
             self._queue.appendleft(job)
 
-    def _start(self, w: _Worker, job: _Job) -> None:
+    def _start(self, w: WorkerHandle, job: Job) -> None:
         if job.request.gpu:
             w.gpu_used = True
         self._send_run(w, job)
         self._running(w, job)
 
-    def _running(self, w: _Worker, job: _Job) -> None:
+    def _running(self, w: WorkerHandle, job: Job) -> None:
         job.worker = w
         w.job = job
         job.carried_rss = max(0, w.last_rss - w.fresh_rss)
@@ -668,40 +520,21 @@ class ProcessExecutor:
             assert self._loop is not None
             job.timer = self._loop.call_later(runtime, self._runtime_timeout, job, runtime)
 
-    def _send_run(self, w: _Worker, job: _Job) -> None:
-        spec = job.call.spec
+    def _send_run(self, w: WorkerHandle, job: Job) -> None:
         job.attempt.worker = w.label
-        gpus = job.grant.gpus if job.grant is not None and job.request.gpu else None
-        w.send_now(
-            (
-                RUN,
-                job.id,
-                spec.ref.get(),
-                job.call.encoded_inputs,
-                job.run_id,
-                job.call.action_id,
-                spec.name,
-                job.env,
-                job.memory_limit,
-                gpus,
-                job.attempt.log_key,
-                self.storage_url,
-                job.secrets,
-            ),
-        )
+        w.send_run(job, self.storage_url)
 
-    def _queue_timeout(self, job: _Job, seconds: float) -> None:
+    def _queue_timeout(self, job: Job, seconds: float) -> None:
         if job.grant is None and not job.done.done():
-            job.withdrawn = True
             job.done.set_exception(HeddleTimeout(job.call.spec.name, seconds, phase="queued"))
 
-    def _runtime_timeout(self, job: _Job, seconds: float) -> None:
+    def _runtime_timeout(self, job: Job, seconds: float) -> None:
         if not job.done.done():
             if job.worker is not None:
                 job.worker.kill()
             job.done.set_exception(HeddleTimeout(job.call.spec.name, seconds))
 
-    def _complete(self, job: _Job) -> None:
+    def _complete(self, job: Job) -> None:
         """The job is over: free its worker and resources, and start what now fits
         (safe to call more than once)."""
         if job.timer is not None:
@@ -716,11 +549,7 @@ class ProcessExecutor:
 
     async def _watch(self) -> None:
         """Sample busy workers' RSS: record peaks, kill those past their memory limit;
-        take back jobs sent ahead to a worker whose job turned out slow.
-
-        A task's own subprocesses count too; finding them walks /proc, so their list
-        is refreshed only every CHILDREN_EVERY samples.
-        """
+        take back jobs sent ahead to a worker whose job turned out slow."""
         assert self._loop is not None
         tick = 0
         while True:
@@ -734,14 +563,8 @@ class ProcessExecutor:
                 ahead = w.next
                 if ahead is not None and now - job.started_at > SEND_AHEAD_WINDOW:
                     self._recall(w, ahead)  # it runs wherever fits first instead
-                try:
-                    rss = w.ps.memory_info().rss
-                    if tick % CHILDREN_EVERY == 0:
-                        w.subprocesses = w.ps.children(recursive=True)
-                    for child in w.subprocesses:
-                        with contextlib.suppress(psutil.Error):
-                            rss += child.memory_info().rss
-                except psutil.Error:
+                rss = w.sample_rss(refresh_children=tick % CHILDREN_EVERY == 0)
+                if rss is None:
                     continue
                 rss -= job.carried_rss
                 job.peak_rss = max(job.peak_rss, rss)
@@ -762,13 +585,8 @@ class ProcessExecutor:
         stopping = []
         for w in self._all:
             clean = w in idle and w.job is None and w.next is None and not w.dead
-            if clean and w.reader is not None and not w.reader.pending():
-                w.outbox.clear()
-                with _spare_lock:
-                    if len(_spare) < SPARE_WORKERS:
-                        _spare.append(w)
-                        continue
-            stopping.append(w)
+            if not (clean and keep_spare(w)):
+                stopping.append(w)
         for w in stopping:
             with contextlib.suppress(Exception):
                 w.send((STOP,))
