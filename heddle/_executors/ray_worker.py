@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import itertools
 import os
 import selectors
@@ -26,9 +25,9 @@ import ray
 
 from heddle._errors import HeddleError
 from heddle._executors.ray import ActionJob, Outcome, RayExecutor, oom_marker
-from heddle._executors.worker import failure_payload
+from heddle._executors.worker import failure_payload, run_body
 from heddle._runtime.calls import PreparedCall
-from heddle._runtime.context import ActionContext, current_action, current_group
+from heddle._runtime.context import ActionContext
 from heddle._runtime.controller import Controller
 from heddle._runtime.journal import ActionState
 from heddle._runtime.literals import LiteralStore
@@ -359,7 +358,7 @@ class _Runtime:
                 logs = self._begin_logs(job)
                 try:
                     inputs = task.spec.decode_inputs(job.encoded_inputs)
-                    result = contextvars.copy_context().run(self._call, task, inputs, ctx)
+                    result = run_body(self.loop, task, inputs, ctx)
                     payload = task.spec.encode_output(result)
                 finally:
                     with contextlib.suppress(Exception):
@@ -395,13 +394,6 @@ class _Runtime:
             )
         )
         return self._logs
-
-    def _call(self, task: Any, inputs: dict[str, Any], ctx: ActionContext) -> Any:
-        current_group.set(None)
-        current_action.set(ctx)
-        if task.spec.is_async:
-            return self.loop.run_until_complete(task.fn(**inputs))
-        return task.fn(**inputs)
 
 
 _runtime: _Runtime | None = None

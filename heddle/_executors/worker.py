@@ -293,7 +293,7 @@ class Worker:
             try:
                 self.env.apply(job)
                 inputs = task.spec.decode_inputs(job.encoded_inputs)
-                result = contextvars.copy_context().run(self._call, task, inputs, ctx)
+                result = run_body(self.loop, task, inputs, ctx)
                 payload = task.spec.encode_output(result)
             finally:
                 self.env.after()
@@ -308,12 +308,21 @@ class Worker:
             self.controller = None
         return (DONE, job.job_id, ok, payload, time.process_time() - cpu_before, self._rss())
 
-    def _call(self, task: Any, inputs: dict[str, Any], ctx: ActionContext) -> Any:
+
+def run_body(
+    loop: asyncio.AbstractEventLoop, task: Any, inputs: dict[str, Any], ctx: ActionContext
+) -> Any:
+    """Run a task's body on this thread as the action ``ctx`` (in a copy of the current
+    context), an async body on ``loop``: how both worker kinds run an attempt."""
+
+    def call() -> Any:
         current_group.set(None)
         current_action.set(ctx)
         if task.spec.is_async:
-            return self.loop.run_until_complete(task.fn(**inputs))
+            return loop.run_until_complete(task.fn(**inputs))
         return task.fn(**inputs)
+
+    return contextvars.copy_context().run(call)
 
 
 def failure_payload(exc: BaseException, task_name: str, memory_limit: int | None) -> str:
