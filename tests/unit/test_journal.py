@@ -4,8 +4,9 @@ commit, and a failed commit failing every waiter."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
+
+from store_rows import make_action
 
 import heddle
 from heddle._runtime.journal import ActionState, AttemptState, Journal
@@ -13,27 +14,7 @@ from heddle._store import Store, WriteBatch
 
 
 def action(action_id: str, run_id: str = "rj", **changes: object) -> ActionState:
-    state = ActionState(
-        id=action_id,
-        run_id=run_id,
-        parent_id=None,
-        seq=0,
-        kind="task",
-        task_name="env.t",
-        task_version="v1",
-        group_name=None,
-        status="queued",
-        attempts=0,
-        cached=0,
-        cache_key=None,
-        inputs=None,
-        output=None,
-        error=None,
-        queued_at=time.time(),
-        started_at=None,
-        finished_at=None,
-    )
-    return dataclasses.replace(state, **changes)  # type: ignore[arg-type]
+    return make_action(run_id, action_id, inputs=None, **changes)
 
 
 def attempt(action_id: str, number: int, status: str = "running") -> AttemptState:
