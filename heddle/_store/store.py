@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
+    Select,
     bindparam,
     create_engine,
     event,
@@ -319,12 +320,7 @@ class Store:
         name: str | None = None,
     ) -> list[RunRecord]:
         stmt = select(runs).order_by(runs.c.created_at.desc()).limit(limit).offset(offset)
-        if status:
-            stmt = stmt.where(runs.c.status == status)
-        if task:
-            stmt = stmt.where(runs.c.root_task.contains(task, autoescape=True))
-        if name:
-            stmt = stmt.where(runs.c.name.contains(name, autoescape=True))
+        stmt = filter_runs(stmt, status, task, name)
         with self._errors("list runs"), self._engine.connect() as conn:
             return [_row_to_run(r) for r in conn.execute(stmt)]
 
@@ -444,6 +440,19 @@ class Store:
             stmt = stmt.where(cache_entries.c.task_name == task_name)
         with self._write("clear the cache") as conn:
             return int(conn.execute(stmt).rowcount)
+
+
+def filter_runs(
+    stmt: Select[Any], status: str | None, task: str | None, name: str | None
+) -> Select[Any]:
+    """Keep the runs with this status, and whose root task and name contain these."""
+    if status:
+        stmt = stmt.where(runs.c.status == status)
+    if task:
+        stmt = stmt.where(runs.c.root_task.contains(task, autoescape=True))
+    if name:
+        stmt = stmt.where(runs.c.name.contains(name, autoescape=True))
+    return stmt
 
 
 def sqlite_url(path: str | Path) -> str:

@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from heddle._errors import StoreError
 from heddle._store import FINAL_STATES, ActionRecord, AttemptRecord, Store
 from heddle._store.schema import actions, attempts, runs
-from heddle._store.store import action_from_row, attempt_from_row
+from heddle._store.store import action_from_row, attempt_from_row, filter_runs
 
 # The columns every attempt has; anything else on the table (resource use added
 # later by the executors) is reported as it is.
@@ -132,13 +132,7 @@ class Queries:
     def count_runs(
         self, status: str | None = None, task: str | None = None, name: str | None = None
     ) -> int:
-        stmt = select(func.count()).select_from(runs)
-        if status:
-            stmt = stmt.where(runs.c.status == status)
-        if task:
-            stmt = stmt.where(runs.c.root_task.contains(task, autoescape=True))
-        if name:
-            stmt = stmt.where(runs.c.name.contains(name, autoescape=True))
+        stmt = filter_runs(select(func.count()).select_from(runs), status, task, name)
         with self._read("count runs") as conn:
             return int(conn.execute(stmt).scalar() or 0)
 
