@@ -76,7 +76,8 @@ class ProcessExecutor:
         self.storage_url = storage_url
         # HEDDLE_HOME/DB_URL/STORAGE_URL of the driver's session: code in a worker
         # that opens the session (heddle.get_run, reports) sees the same store.
-        self._session_env = session_env or dict
+        # Read once per executor, i.e. once per run.
+        self._env: dict[str, str] = session_env() if session_env is not None else {}
         self._resolve = resolve
         self._secrets = secrets or (lambda spec: {})
         self.ledger = Ledger(capacity_from(capacity))
@@ -87,7 +88,6 @@ class ProcessExecutor:
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchdog: asyncio.Task[None] | None = None
-        self._env: dict[str, str] | None = None
         self._to_flush: list[WorkerHandle] = []
         self._starting: set[asyncio.Task[None]] = set()
 
@@ -324,8 +324,6 @@ class ProcessExecutor:
         controller = ctx.controller
         assert isinstance(controller, Controller)
         secrets = self._secrets(spec)
-        if self._env is None:
-            self._env = self._session_env()
         env = {**self._env, **spec.env_vars, **secrets} if spec.env_vars or secrets else self._env
         job = Job(
             next(self._ids),
