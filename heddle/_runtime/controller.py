@@ -560,4 +560,6 @@ def _state_of(r: ActionRecord) -> ActionState:
         queued_at=r.queued_at,
         started_at=r.started_at,
         finished_at=r.finished_at,
+        source_run_id=r.source_run_id,
+        source_action_id=r.source_action_id,
     )

@@ -44,6 +44,8 @@ class ActionState:
     queued_at: float
     started_at: float | None
     finished_at: float | None
+    source_run_id: str | None = None
+    source_action_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -60,6 +62,7 @@ class AttemptState:
     finished_at: float | None
     cpu_seconds: float | None = None
     peak_rss: int | None = None
+    queued_at: float | None = None
 
 
 class Journal:

@@ -33,6 +33,7 @@ class RunRecord:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    generation: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,8 @@ class ActionRecord:
     queued_at: float
     started_at: float | None
     finished_at: float | None
+    source_run_id: str | None = None
+    source_action_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,7 @@ class AttemptRecord:
     finished_at: float | None
     cpu_seconds: float | None = None
     peak_rss: int | None = None
+    queued_at: float | None = None
 
 
 @dataclass(slots=True)

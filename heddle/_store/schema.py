@@ -1,4 +1,4 @@
-"""The store's tables: runs, actions, attempts and the cache.
+"""The store's tables: runs, actions, attempts, the cache and run events.
 
 Times are unix seconds (float) so SQLite and PostgreSQL agree without time-zone
 handling. Literals are opaque bytes produced by the runtime (inline value or blob key).
@@ -40,6 +40,8 @@ runs = Table(
     Column("created_at", Float, nullable=False),
     Column("started_at", Float, nullable=True),
     Column("finished_at", Float, nullable=True),
+    # Bumped by each takeover (recover): a driver's writes check it (fencing).
+    Column("generation", Integer, nullable=False, server_default="0"),
     Index("ix_runs_created_at", "created_at"),
     Index("ix_runs_status", "status"),
 )
@@ -67,6 +69,9 @@ actions = Table(
     Column("queued_at", Float, nullable=False),
     Column("started_at", Float, nullable=True),
     Column("finished_at", Float, nullable=True),
+    # A cache hit: the run and action that computed the output.
+    Column("source_run_id", String(40), nullable=True),
+    Column("source_action_id", String(40), nullable=True),
     sqlite_with_rowid=False,
 )
 
@@ -85,6 +90,8 @@ attempts = Table(
     Column("finished_at", Float, nullable=True),
     Column("cpu_seconds", Float, nullable=True),
     Column("peak_rss", BigInteger, nullable=True),
+    # When the attempt began waiting for resources; started_at is when its body started.
+    Column("queued_at", Float, nullable=True),
     sqlite_with_rowid=False,
 )
 
@@ -97,4 +104,18 @@ cache_entries = Table(
     Column("run_id", String(40), nullable=False),
     Column("action_id", String(40), nullable=False),
     Column("created_at", Float, nullable=False),
+    # JSON: the tasks and traces the cached call made, with their versions.
+    Column("deps", Text, nullable=True),
+)
+
+run_events = Table(
+    "run_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(40), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("action_id", String(40), nullable=True),
+    Column("message", Text, nullable=False),
+    Index("ix_run_events_run", "run_id", "id"),
 )

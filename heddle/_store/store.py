@@ -39,7 +39,7 @@ from heddle._store.records import (
 )
 from heddle._store.schema import actions, attempts, cache_entries, runs
 
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 _ACTION_UPDATE = (
@@ -125,6 +125,7 @@ def _row_to_run(row: Any) -> RunRecord:
         created_at=m["created_at"],
         started_at=m["started_at"],
         finished_at=m["finished_at"],
+        generation=m.get("generation") or 0,
     )
 
 
@@ -153,6 +154,8 @@ def action_from_row(row: Any) -> ActionRecord:
         queued_at=m["queued_at"],
         started_at=m["started_at"],
         finished_at=m["finished_at"],
+        source_run_id=m.get("source_run_id"),
+        source_action_id=m.get("source_action_id"),
     )
 
 
@@ -174,6 +177,7 @@ def attempt_from_row(row: Any) -> AttemptRecord:
         finished_at=m["finished_at"],
         cpu_seconds=m.get("cpu_seconds"),
         peak_rss=m.get("peak_rss"),
+        queued_at=m.get("queued_at"),
     )
 
 
@@ -361,7 +365,9 @@ class Store:
             stmt = sqlite_insert(cache_entries)
         return stmt.on_conflict_do_update(
             index_elements=["key"],
-            set_={c: stmt.excluded[c] for c in ("output", "run_id", "action_id", "created_at")},
+            set_={
+                c: stmt.excluded[c] for c in ("output", "run_id", "action_id", "created_at", "deps")
+            },
         )
 
     def actions_of_run(self, run_id: str) -> list[ActionRecord]:
@@ -474,21 +480,21 @@ class _Compiled:
         self.names: tuple[str, ...] = (
             tuple(compiled.positiontup) if compiled.positional else tuple(compiled.params)
         )
-        self._items: Callable[[Any], tuple[Any, ...]] = operator.itemgetter(*self.names)
         self._attrs: Callable[[Any], tuple[Any, ...]] = operator.attrgetter(
             *(n.lstrip("_") for n in self.names)
         )
 
     def params(self, rows: list[Any]) -> list[Any]:
         if isinstance(rows[0], dict):
+            # Dict rows may leave out nullable columns (added by later migrations).
+            names = self.names
             if not self.positional:
-                return rows
-            get = self._items
-        else:
-            get = self._attrs
-            if not self.positional:
-                names = self.names
-                return [dict(zip(names, get(r), strict=True)) for r in rows]
+                return [{n: r.get(n) for n in names} for r in rows]
+            return [tuple(r.get(n) for n in names) for r in rows]
+        get = self._attrs
+        if not self.positional:
+            names = self.names
+            return [dict(zip(names, get(r), strict=True)) for r in rows]
         return [get(r) for r in rows]
 
 
