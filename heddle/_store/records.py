@@ -70,7 +70,7 @@ class AttemptRecord:
     worker: str | None
     error: str | None
     output: bytes | None
-    started_at: float
+    started_at: float | None
     finished_at: float | None
     cpu_seconds: float | None = None
     peak_rss: int | None = None

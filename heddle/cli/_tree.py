@@ -156,7 +156,7 @@ class ActionTree:
         last = max(tries, key=lambda t: t.number)
         parts = []
         if a.started_at is not None and a.attempts == 1:
-            queued = last.started_at - a.queued_at
+            queued = (last.started_at or a.queued_at) - a.queued_at
             if queued >= 0.05:
                 parts.append(f"queued {_console.duration(queued)}")
         if last.cpu_seconds is not None:

@@ -104,7 +104,7 @@ class Attempt(BaseModel):
     status: str
     worker: str | None
     task_version: str
-    started_at: float
+    started_at: float | None
     finished_at: float | None
     duration: float | None
     error: ErrorInfo | None = None

@@ -4,7 +4,7 @@
   check it, so a driver that lost its run cannot write over the new one.
 - actions.source_run_id / source_action_id: where a cached output came from.
 - attempts.queued_at: when the attempt began waiting for resources; started_at is
-  when its body started.
+  when its body started (null until then).
 - cache_entries.deps: the tasks and traces the cached call made, with their versions.
 - run_events: what happened to a run besides its actions' states (recoveries,
   takeovers, self-healing of lost outputs), one row each.
@@ -30,6 +30,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("source_action_id", sa.String(40), nullable=True))
     with op.batch_alter_table("attempts") as batch:
         batch.add_column(sa.Column("queued_at", sa.Float, nullable=True))
+        # Null while the attempt waits for resources: its body has not started.
+        batch.alter_column("started_at", existing_type=sa.Float, nullable=True)
     with op.batch_alter_table("cache_entries") as batch:
         batch.add_column(sa.Column("deps", sa.Text, nullable=True))
     op.create_table(
@@ -50,6 +52,7 @@ def downgrade() -> None:
     with op.batch_alter_table("cache_entries") as batch:
         batch.drop_column("deps")
     with op.batch_alter_table("attempts") as batch:
+        batch.alter_column("started_at", existing_type=sa.Float, nullable=False)
         batch.drop_column("queued_at")
     with op.batch_alter_table("actions") as batch:
         batch.drop_column("source_action_id")
