@@ -57,15 +57,18 @@ class Job:
     # Has called other tasks: no job is ever queued behind it on its worker.
     called: bool = False
     children: int = 0
-    child_calls: set[asyncio.Future[bytes]] = field(default_factory=set)
+    # The calls its body made that have not returned, by the worker's request id.
+    child_calls: dict[int, asyncio.Future[bytes]] = field(default_factory=dict)
     peak_rss: int = 0
     oom: bool = False
+    # Loop time since when its worker has not held it (the liveness check).
+    lost_since: float | None = None
 
 
 async def cancel_children(job: Job) -> None:
     """A job that stops takes its children with it (their workers are killed too),
     and waits until their end is journalled."""
-    children = list(job.child_calls)
+    children = list(job.child_calls.values())
     for f in children:
         f.cancel()
     if children:

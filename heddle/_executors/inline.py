@@ -54,6 +54,7 @@ class InlineExecutor:
         spec = call.spec
         inputs = spec.decode_inputs(call.encoded_inputs)
         timeout = spec.timeout.runtime_seconds if spec.timeout else None
+        attempt.started()  # nothing to wait for: the body starts now
         if spec.is_async and timeout is None:
             # The common case, with one coroutine less: the body runs right here.
             token = current_action.set(ctx)

@@ -39,6 +39,7 @@ from heddle._runtime.controller import Attempt, Controller
 from heddle._runtime.remote import (
     BATCH,
     CALL,
+    CANCEL,
     DONE,
     READY,
     REPLY,
@@ -56,6 +57,10 @@ IDLE_WORKERS = 8
 # back (by the watchdog, within WATCH_SECONDS) once the job in front has run longer:
 # it never waits long behind a slow job.
 SEND_AHEAD_WINDOW = 0.05
+# The liveness check runs every LIVENESS_EVERY watchdog ticks; a job its worker does not
+# hold for LOST_JOB_SECONDS is failed as lost (retried).
+LIVENESS_EVERY = 10
+LOST_JOB_SECONDS = 2.0
 
 
 class ProcessExecutor:
@@ -90,6 +95,8 @@ class ProcessExecutor:
         self._watchdog: asyncio.Task[None] | None = None
         self._to_flush: list[WorkerHandle] = []
         self._starting: set[asyncio.Task[None]] = set()
+        # Every job not yet reported back, by id (for the liveness check).
+        self._live: dict[int, Job] = {}
 
     # -- workers ---------------------------------------------------------------------
 
@@ -211,7 +218,9 @@ class ProcessExecutor:
         elif kind == DONE:
             _, job_id, ok, payload, cpu, rss, next_id = message
             job = w.job
-            if job is not None and job.id == job_id:
+            if job is None or job.id != job_id:
+                self._done_out_of_turn(w, job_id, ok, payload, cpu)
+            elif job is not None and job.id == job_id:
                 job.peak_rss = max(job.peak_rss, rss - job.carried_rss)
                 w.last_rss = rss
                 if not job.done.done():
@@ -224,8 +233,31 @@ class ProcessExecutor:
             self._on_skipped(w, message[1])
         elif kind == CALL:
             self._on_call(w, *message[1:])
+        elif kind == CANCEL:
+            self._on_cancel(w, message[1], message[2])
         elif kind == STEP:
             self._on_step(w, *message[1:])
+
+    def _done_out_of_turn(
+        self, w: WorkerHandle, job_id: int, ok: bool, payload: Any, cpu: float
+    ) -> None:
+        """A worker finished a job that is not the one the driver thinks it runs. That
+        should not happen; if it does, the job's result must not be lost (the run would
+        wait for it forever): record it, and take the worker out of service."""
+        job = self._live.get(job_id)
+        if job is None or job.done.done():
+            return
+        job.done.set_result((ok, payload, cpu))
+        if w.next is job:
+            w.next = None
+        self._complete(job)
+        self._retire(w)
+
+    def _retire(self, w: WorkerHandle) -> None:
+        """Stop a worker whose state the driver can no longer be sure of; whatever the
+        driver thought it held is lost with it (its reader reports that)."""
+        if not w.dead:
+            w.kill()
 
     def _reply(self, w: WorkerHandle, req_id: int, ok: bool, payload: Any) -> None:
         if not w.dead:
@@ -262,10 +294,10 @@ class ProcessExecutor:
             self.ledger.lend_cpu(job.grant)
             self._dispatch()
         fut = asyncio.ensure_future(job.controller.run_encoded(call))
-        job.child_calls.add(fut)
+        job.child_calls[req_id] = fut
 
         def finished(f: asyncio.Future[bytes]) -> None:
-            job.child_calls.discard(f)
+            job.child_calls.pop(req_id, None)
             job.children -= 1
             if job.children == 0 and job.grant is not None:
                 self.ledger.reclaim_cpu(job.grant)
@@ -284,6 +316,16 @@ class ProcessExecutor:
                 self._reply(w, req_id, True, f.result())
 
         fut.add_done_callback(finished)
+
+    def _on_cancel(self, w: WorkerHandle, job_id: int, req_id: int) -> None:
+        """The body stopped awaiting a call it made: cancel it (its worker is killed and
+        the action recorded as aborted)."""
+        job = w.job
+        if job is None or job.id != job_id:
+            return
+        fut = job.child_calls.get(req_id)
+        if fut is not None:
+            fut.cancel()
 
     def _on_step(
         self, w: WorkerHandle, job_id: int, req_id: int, op: str, args: tuple[Any, ...]
@@ -342,6 +384,7 @@ class ProcessExecutor:
         if queued is not None:
             job.timer = self._loop.call_later(queued, self._queue_timeout, job, queued)
         self._queue.append(job)
+        self._live[job.id] = job
         self._dispatch()
         try:
             ok, payload, cpu = await job.done
@@ -359,6 +402,7 @@ class ProcessExecutor:
             await cancel_children(job)
             raise
         finally:
+            self._live.pop(job.id, None)
             attempt.peak_rss = job.peak_rss or attempt.peak_rss
             self._complete(job)
         attempt.cpu_seconds = cpu
@@ -430,6 +474,9 @@ class ProcessExecutor:
                 and w.next is None
                 and not w.dead
                 and not running.called
+                # A job asked back whose worker has not yet said whether it started:
+                # nothing may queue behind it until the worker answers.
+                and not running.recalled
                 and running.request == job.request
                 and now - running.started_at < SEND_AHEAD_WINDOW
                 and not running.done.done()
@@ -479,10 +526,17 @@ class ProcessExecutor:
             if job.timer is not None:
                 job.timer.cancel()
                 job.timer = None
-            if job.grant is not None:
-                self.ledger.release(job.grant)
-                job.grant = None
-            self._release_worker(w)
+            ahead, w.next = w.next, None
+            if ahead is not None:
+                # The worker is idle and starts the job sent behind the skipped one:
+                # that job is its running job now, with the skipped one's resources.
+                ahead.grant, job.grant = job.grant, None
+                self._running(w, ahead)
+            else:
+                if job.grant is not None:
+                    self.ledger.release(job.grant)
+                    job.grant = None
+                self._release_worker(w)
         else:
             return
         self._requeue(job)
@@ -494,6 +548,7 @@ class ProcessExecutor:
             job.timer = None
         job.worker = None
         job.recalled = False
+        job.attempt.requeued()
         if not job.done.done():
             self._queue.appendleft(job)
 
@@ -509,6 +564,8 @@ class ProcessExecutor:
         job.carried_rss = max(0, w.last_rss - w.fresh_rss)
         assert self._loop is not None
         job.started_at = self._loop.time()
+        job.attempt.worker = w.label
+        job.attempt.started()
         if job.timer is not None:
             job.timer.cancel()
             job.timer = None
@@ -554,6 +611,8 @@ class ProcessExecutor:
             await asyncio.sleep(WATCH_SECONDS)
             tick += 1
             now = self._loop.time()
+            if tick % LIVENESS_EVERY == 0:
+                self._check_liveness()
             for w in list(self._all):
                 job = w.job
                 if job is None or w.ps is None or w.dead:
@@ -569,6 +628,36 @@ class ProcessExecutor:
                 if job.memory_limit and rss > job.memory_limit and not job.oom:
                     job.oom = True
                     w.kill()
+
+    def _check_liveness(self) -> None:
+        """Fail, as a lost worker, any job whose worker is gone or no longer holds it
+        (neither running it nor keeping it queued) for LOST_JOB_SECONDS: its DONE can
+        never come. The worker's reader normally reports a death at once; this is the
+        net under it, so that no run ever waits forever. Retried on the system budget."""
+        assert self._loop is not None
+        now = self._loop.time()
+        for job in list(self._live.values()):
+            w = job.worker
+            if w is None or job.done.done():
+                continue
+            held = w.job is job or w.next is job
+            if held and not w.dead and w.process.is_alive():
+                job.lost_since = None
+                continue
+            if job.lost_since is None:
+                job.lost_since = now
+                continue
+            if now - job.lost_since < LOST_JOB_SECONDS:
+                continue
+            task = job.call.spec.name
+            if job.oom:
+                job.done.set_exception(OOMError(task, job.memory_limit, job.peak_rss or None))
+            else:
+                job.done.set_exception(
+                    WorkerLostError(
+                        task, f"worker process {w.process.pid} no longer runs this attempt"
+                    )
+                )
 
     def shutdown(self) -> None:
         """Called once the run's loop has stopped: idle workers are kept for the next run

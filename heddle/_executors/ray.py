@@ -257,6 +257,9 @@ class RayExecutor:
             secret_names=names,
         )
         ref = self._remote.options(**opts).remote(job)
+        # Ray queues the task itself and does not say when it starts: from here on it
+        # counts as running (the worker reports the body's real start when it ends).
+        attempt.started()
         runtime = spec.timeout.runtime_seconds if spec.timeout else None
         try:
             async with asyncio.timeout(runtime):

@@ -319,10 +319,28 @@ def run_body(
         current_group.set(None)
         current_action.set(ctx)
         if task.spec.is_async:
-            return loop.run_until_complete(task.fn(**inputs))
+            try:
+                return loop.run_until_complete(task.fn(**inputs))
+            finally:
+                cancel_leftover_tasks(loop)
         return task.fn(**inputs)
 
     return contextvars.copy_context().run(call)
+
+
+LEFTOVER_GRACE_SECONDS = 5.0
+
+
+def cancel_leftover_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what the body started and left running (a child call it never awaited):
+    the loop is reused by the next job, which must not resume another job's code.
+    Cancelling a pending call tells the driver, which cancels that action too."""
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    if not tasks:
+        return
+    for t in tasks:
+        t.cancel()
+    loop.run_until_complete(asyncio.wait(tasks, timeout=LEFTOVER_GRACE_SECONDS))
 
 
 def failure_payload(exc: BaseException, task_name: str, memory_limit: int | None) -> str:

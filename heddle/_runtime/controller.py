@@ -45,7 +45,12 @@ LOST = "lost"
 
 @dataclass(slots=True)
 class Attempt:
-    """One try of an action, as the executor sees it (and reports back on)."""
+    """One try of an action, as the executor sees it (and reports back on).
+
+    The executor calls ``started()`` when the body begins to run (after waiting for
+    resources), and ``requeued()`` if a body it reported as started never ran (a job
+    sent ahead to a worker and taken back): until then the attempt is queued.
+    """
 
     number: int
     resources: Resources
@@ -53,6 +58,23 @@ class Attempt:
     cpu_seconds: float | None = None
     peak_rss: int | None = None
     log_key: str | None = None
+    started_at: float | None = None
+    # Who journals its start (the controller), and the rows it updates then.
+    owner: Controller | None = None
+    state: ActionState | None = None
+    record: AttemptState | None = None
+
+    def started(self, at: float | None = None) -> None:
+        if self.started_at is None:
+            self.started_at = time.time() if at is None else at
+            if self.owner is not None:
+                self.owner.attempt_started(self)
+
+    def requeued(self) -> None:
+        if self.started_at is not None:
+            self.started_at = None
+            if self.owner is not None:
+                self.owner.attempt_requeued(self)
 
 
 class Executor(Protocol):
@@ -72,14 +94,98 @@ class Stats:
     """Live counters for progress displays."""
 
     started: int = 0
-    running: int = 0
+    queued: int = 0  # waiting for resources (or a map slot), body not started
+    running: int = 0  # body running now
     succeeded: int = 0
     failed: int = 0
     retried: int = 0
     cached: int = 0
     replayed: int = 0
+    adopted: int = 0  # calls that attached to the same action still running
+    orphans_cancelled: int = 0
     # The latest failures, for live views (older ones drop off).
     failures: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=50))
+
+
+class _Abandoned(Exception):
+    """The running action a call attached to was cancelled before it finished."""
+
+
+class _Running:
+    """An action running in this process: the task running its call, and the calls
+    that attached to it (a later attempt of its parent calling it again)."""
+
+    __slots__ = ("parent", "task", "waiters")
+
+    def __init__(self, task: asyncio.Task[Any] | None, parent: str | None) -> None:
+        self.task = task
+        self.parent = parent
+        self.waiters: list[asyncio.Future[bytes]] | None = None
+
+    def join(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[bytes]:
+        fut: asyncio.Future[bytes] = loop.create_future()
+        if self.waiters is None:
+            self.waiters = []
+        self.waiters.append(fut)
+        return fut
+
+    def finish(self, out: bytes | None, exc: BaseException | None) -> None:
+        for fut in self.waiters or ():
+            if fut.done():
+                continue
+            if isinstance(exc, asyncio.CancelledError):
+                fut.set_exception(_Abandoned())
+            elif exc is not None:
+                fut.set_exception(exc)
+            else:
+                assert out is not None
+                fut.set_result(out)
+
+
+@dataclass(slots=True)
+class _Budgets:
+    """What is left of an action's three retry budgets: user errors and timeouts share
+    the task's retries; lost workers have the system budget; OOMs have the OOMRetry
+    budget when one is set (else the task's retries)."""
+
+    spec: TaskSpec
+    user: int
+    system: int
+    oom: int
+    resources: Resources
+    user_retries: int = 0
+
+    @classmethod
+    def of(cls, spec: TaskSpec) -> _Budgets:
+        return cls(
+            spec,
+            user=spec.retry.count,
+            system=spec.system_retries,
+            oom=spec.oom.count if spec.oom else 0,
+            resources=spec.resources,
+        )
+
+    def retry_delay(self, exc: BaseException, kind: str, aborting: bool) -> float | None:
+        """Seconds to wait before retrying after this failure, or None: no retry."""
+        if aborting or not failures.is_retryable(exc):
+            return None
+        if kind == failures.SYSTEM:
+            if self.system <= 0:
+                return None
+            self.system -= 1
+            return 0.0
+        if kind == failures.OOM and self.spec.oom is not None:
+            if self.oom <= 0:
+                return None
+            self.oom -= 1
+            return 0.0
+        if kind not in (failures.USER, failures.TIMEOUT, failures.OOM) or self.user <= 0:
+            return None
+        self.user -= 1
+        if kind == failures.OOM:
+            return 0.0
+        self.user_retries += 1
+        return self.spec.retry.delay(self.user_retries)
 
 
 class Controller:
@@ -106,6 +212,12 @@ class Controller:
         self._prior: dict[str, ActionRecord] = dict(prior_actions or {})
         self.cache = OutputCache(store, literals, loop)
         self.aborting = False
+        # Actions running in this process, and the calls each action made that are
+        # still running (cancelled when it ends).
+        self._inflight: dict[str, _Running] = {}
+        self._children: dict[str, set[_Running]] = {}
+        # Actions that failed or were aborted here: a later call continues their attempts.
+        self._ended: dict[str, ActionState] = {}
         if prior_actions or prior_attempts:
             self.journal.mark_persisted(
                 set(self._prior), {(t.action_id, t.number) for t in prior_attempts or ()}
@@ -167,17 +279,89 @@ class Controller:
         return call.spec.decode_output(await self.run_encoded(call))
 
     async def run_encoded(self, call: PreparedCall) -> bytes:
-        """Run one call to completion and return its encoded output."""
-        spec = call.spec
-        prior = self._prior.pop(call.action_id, None)
+        """Run one call to completion and return its encoded output.
+
+        A call whose action is still running in this process (started by an earlier
+        attempt of the same parent, whose worker died) attaches to it instead of
+        running it a second time. Children the action leaves running when it ends
+        are cancelled (recorded as aborted).
+        """
+        aid = call.action_id
+        running = self._inflight.get(aid)
+        if running is not None:
+            self.stats.adopted += 1
+            try:
+                return await running.join(self.loop)
+            except _Abandoned:
+                pass  # it was cancelled meanwhile: this call runs it again
+        prior = self._prior.pop(aid, None) or self._ended.pop(aid, None)
         if (
             prior is not None
             and prior.status == SUCCEEDED
             and prior.output is not None
-            and prior.task_version == spec.version
+            and prior.task_version == call.spec.version
         ):
             self.stats.replayed += 1
             return self.literals.from_literal(prior.output)
+        me = _Running(asyncio.current_task(), call.parent_id)
+        self._inflight[aid] = me
+        if me.parent is not None and me.task is not None:
+            self._children.setdefault(me.parent, set()).add(me)
+        try:
+            state, key = self._new_state(call, prior)
+            if key is None:
+                out = await self._run_attempts(call, state)
+            else:
+                out = await self._run_cached(call, state, key)
+        except BaseException as exc:
+            me.finish(None, exc)
+            raise
+        else:
+            me.finish(out, None)
+            return out
+        finally:
+            del self._inflight[aid]
+            if me.parent is not None:
+                siblings = self._children.get(me.parent)
+                if siblings is not None:
+                    siblings.discard(me)
+                    if not siblings:
+                        del self._children[me.parent]
+            self._cancel_orphans(aid)
+
+    async def settle(self, within: float) -> None:
+        """Wait (up to ``within`` seconds) for the actions still running here to end: after the
+        root ends, its orphans are being cancelled and must be journalled as aborted."""
+        deadline = self.loop.time() + within
+        current = asyncio.current_task()
+        while True:
+            tasks = {r.task for r in self._inflight.values() if r.task is not None}
+            tasks.discard(current)
+            pending = [t for t in tasks if not t.done()]
+            left = deadline - self.loop.time()
+            if not pending or left <= 0:
+                return
+            for t in pending:
+                t.cancel()
+            await asyncio.wait(pending, timeout=left)
+
+    def _cancel_orphans(self, parent_id: str) -> None:
+        """The action ended: cancel the calls it made that are still running (started
+        and never awaited, or left behind by an attempt whose worker died)."""
+        orphans = self._children.pop(parent_id, None)
+        if not orphans:
+            return
+        current = asyncio.current_task()
+        for child in orphans:
+            if child.task is not None and child.task is not current and not child.task.done():
+                self.stats.orphans_cancelled += 1
+                child.task.cancel()
+
+    def _new_state(
+        self, call: PreparedCall, prior: ActionRecord | ActionState | None
+    ) -> tuple[ActionState, str | None]:
+        """The state of an action about to run, and its cache key (None: not cached)."""
+        spec = call.spec
         now = time.time()
         state = ActionState(
             id=call.action_id,
@@ -204,23 +388,25 @@ class Controller:
             # output is kept on the attempt that produced it.
             self.journal.put_attempt(
                 AttemptState(
-                    prior.id,
-                    prior.attempts,
-                    self.run_id,
-                    "superseded",
-                    prior.task_version,
-                    None,
-                    None,
-                    prior.output,
-                    prior.started_at or now,
-                    prior.finished_at,
+                    action_id=prior.id,
+                    number=prior.attempts,
+                    run_id=self.run_id,
+                    status="superseded",
+                    task_version=prior.task_version,
+                    worker=None,
+                    error=None,
+                    output=prior.output,
+                    started_at=prior.started_at or now,
+                    finished_at=prior.finished_at,
                 )
             )
         self.stats.started += 1
         key = cache_key_of(call)
-        if key is None:
-            return await self._run_attempts(call, state)
         state.cache_key = key
+        return state, key
+
+    async def _run_cached(self, call: PreparedCall, state: ActionState, key: str) -> bytes:
+        spec = call.spec
         assert spec.cache is not None
         if spec.cache.behavior == "auto":
             hit = await self.cache.find(key)
@@ -248,21 +434,15 @@ class Controller:
     async def _run_attempts(self, call: PreparedCall, state: ActionState) -> bytes:
         """Run attempts until one succeeds or every retry budget is spent."""
         spec = call.spec
-        # Separate budgets: user errors and timeouts share the task's retries; lost
-        # workers have the system budget; OOMs have the OOMRetry budget when one is set.
-        budgets = {
-            failures.USER: spec.retry.count,
-            failures.SYSTEM: spec.system_retries,
-            failures.OOM: spec.oom.count if spec.oom else 0,
-        }
-        user_retries = 0
-        resources = spec.resources
+        budgets = _Budgets.of(spec)
+        self.journal.put_action(state)
+        self.stats.queued += 1
         if call.limiter is not None:
-            self.journal.put_action(state)
             try:
                 await admit(call)
             except HeddleTimeout as exc:
                 # Timed out in the queue: it never ran, but it did fail.
+                self.stats.queued -= 1
                 state.status = FAILED
                 state.error = failures.failure_of(exc).to_json()
                 state.finished_at = time.time()
@@ -270,79 +450,37 @@ class Controller:
                 self.stats.failed += 1
                 await self.journal.durable()
                 raise
-        first_attempt = state.attempts + 1
         try:
             while True:
                 if self.aborting:
+                    self.stats.queued -= 1
                     raise RunAbortedError(self.run_id)
-                if state.attempts + 1 > first_attempt:
-                    # A retry re-runs the body: children that already succeeded in an
-                    # earlier attempt are replayed, never run again.
+                if state.attempts > 0:
+                    # The body runs again (a retry, or a later call of a parent that
+                    # failed): children that already succeeded are replayed, not re-run.
                     await self._load_children(call.action_id)
-                attempt = Attempt(state.attempts + 1, resources)
-                record = self._start_attempt(call, state, attempt)
+                attempt = Attempt(state.attempts + 1, budgets.resources)
+                record = self._queue_attempt(call, state, attempt)
                 ctx = ActionContext(self, self.run_id, call.action_id, spec.name)
                 try:
                     out = await self.executor.execute(call, attempt, ctx)
                 except asyncio.CancelledError:
-                    self.stats.running -= 1
-                    aborted = failures.failure_of(RunAbortedError(self.run_id), failures.ABORTED)
-                    self._finish_failed(state, record, attempt, aborted, ABORTED)
+                    self._attempt_aborted(state, record, attempt)
                     raise
                 except Exception as exc:
-                    self.stats.running -= 1
-                    failure = failures.failure_of(exc)
-                    kind = failure.kind
-                    budget = kind
-                    if kind == failures.TIMEOUT or (kind == failures.OOM and spec.oom is None):
-                        budget = failures.USER
-                    if (
-                        failures.is_retryable(exc)
-                        and budgets.get(budget, 0) > 0
-                        and not self.aborting
-                    ):
-                        budgets[budget] -= 1
-                        self.stats.retried += 1
-                        self._finish_attempt(record, attempt, FAILED, error=failure.to_json())
-                        if isinstance(exc, OOMError) and spec.oom is not None:
-                            resources = self._more_memory(spec, resources, exc)
-                        if kind in (failures.USER, failures.TIMEOUT):
-                            user_retries += 1
-                            delay = spec.retry.delay(user_retries)
-                            if delay > 0:
-                                await asyncio.sleep(delay)
-                        continue
-                    self._finish_failed(state, record, attempt, failure, FAILED)
-                    self.stats.failed += 1
-                    self.stats.failures.append(
-                        f"{spec.name}: {failure.type_name}: {failure.message}"
-                    )
-                    await self.journal.durable()
-                    if not isinstance(exc, HeddleError):
-                        exc.add_note(
-                            f"(in heddle task {spec.name!r}, action {call.action_id}, "
-                            f"attempt {state.attempts})"
-                        )
-                    raise
-                self.stats.running -= 1
-                literal = self.literals.to_literal(out)
-                now = time.time()
-                state.status = SUCCEEDED
-                state.output = literal
-                state.finished_at = now
-                self.journal.put_action(state)
-                self._finish_attempt(record, attempt, SUCCEEDED, now=now)
-                if state.cache_key is not None:
-                    self.journal.put_cache(
-                        {
-                            "key": state.cache_key,
-                            "task_name": spec.name,
-                            "output": literal,
-                            "run_id": self.run_id,
-                            "action_id": call.action_id,
-                            "created_at": now,
-                        }
-                    )
+                    delay = self._attempt_failed(call, state, record, attempt, budgets, exc)
+                    if delay is None:
+                        await self.journal.durable()
+                        if not isinstance(exc, HeddleError):
+                            exc.add_note(
+                                f"(in heddle task {spec.name!r}, action {call.action_id}, "
+                                f"attempt {state.attempts})"
+                            )
+                        raise
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    continue
+                self._attempt_succeeded(call, state, record, attempt, out)
                 await self.journal.durable()
                 self.stats.succeeded += 1
                 return out
@@ -350,35 +488,139 @@ class Controller:
             if call.limiter is not None:
                 call.limiter.release()
 
+    def _attempt_aborted(self, state: ActionState, record: AttemptState, attempt: Attempt) -> None:
+        self._leave_attempt(attempt)
+        aborted = failures.failure_of(RunAbortedError(self.run_id), failures.ABORTED)
+        self._finish_failed(state, record, attempt, aborted, ABORTED)
+        self._ended[state.id] = state
+
+    def _attempt_failed(
+        self,
+        call: PreparedCall,
+        state: ActionState,
+        record: AttemptState,
+        attempt: Attempt,
+        budgets: _Budgets,
+        exc: Exception,
+    ) -> float | None:
+        """Journal a failed attempt; return the delay before the next attempt, or None
+        when the action has failed for good."""
+        spec = call.spec
+        self._leave_attempt(attempt)
+        failure = failures.failure_of(exc)
+        delay = budgets.retry_delay(exc, failure.kind, self.aborting)
+        if delay is not None:
+            self.stats.retried += 1
+            self.stats.queued += 1
+            self._finish_attempt(record, attempt, FAILED, error=failure.to_json())
+            self._requeue_action(state)
+            if isinstance(exc, OOMError) and spec.oom is not None:
+                budgets.resources = self._more_memory(spec, budgets.resources, exc)
+            return delay
+        self._finish_failed(state, record, attempt, failure, FAILED)
+        self._ended[state.id] = state
+        self.stats.failed += 1
+        self.stats.failures.append(f"{spec.name}: {failure.type_name}: {failure.message}")
+        return None
+
+    def _attempt_succeeded(
+        self,
+        call: PreparedCall,
+        state: ActionState,
+        record: AttemptState,
+        attempt: Attempt,
+        out: bytes,
+    ) -> None:
+        self._leave_attempt(attempt)
+        literal = self.literals.to_literal(out)
+        now = time.time()
+        state.status = SUCCEEDED
+        state.output = literal
+        state.finished_at = now
+        if state.started_at is None:
+            state.started_at = attempt.started_at or now
+        self.journal.put_action(state)
+        self._finish_attempt(record, attempt, SUCCEEDED, now=now)
+        if state.cache_key is not None:
+            self.journal.put_cache(
+                {
+                    "key": state.cache_key,
+                    "task_name": call.spec.name,
+                    "output": literal,
+                    "run_id": self.run_id,
+                    "action_id": call.action_id,
+                    "created_at": now,
+                }
+            )
+
     async def _load_children(self, parent_id: str) -> None:
         children = await asyncio.to_thread(self.store.actions_of_parent, self.run_id, parent_id)
         for child in children:
-            if child.status == SUCCEEDED:
+            if child.id not in self._inflight:
                 self._prior.setdefault(child.id, child)
 
-    def _start_attempt(
+    def _queue_attempt(
         self, call: PreparedCall, state: ActionState, attempt: Attempt
     ) -> AttemptState:
+        """Journal a new attempt as queued; the executor reports when its body starts."""
         now = time.time()
         state.attempts = attempt.number
-        state.status = RUNNING
-        state.started_at = now
         record = AttemptState(
-            call.action_id,
-            attempt.number,
-            self.run_id,
-            RUNNING,
-            call.spec.version,
-            attempt.worker,
-            None,
-            None,
-            now,
-            None,
+            action_id=call.action_id,
+            number=attempt.number,
+            run_id=self.run_id,
+            status=QUEUED,
+            task_version=call.spec.version,
+            worker=None,
+            error=None,
+            output=None,
+            started_at=None,
+            finished_at=None,
+            queued_at=now,
         )
+        attempt.owner, attempt.state, attempt.record = self, state, record
         self.journal.put_action(state)
         self.journal.put_attempt(record)
-        self.stats.running += 1
         return record
+
+    def attempt_started(self, attempt: Attempt) -> None:
+        """The executor started the attempt's body: the action runs from now on."""
+        state, record = attempt.state, attempt.record
+        assert state is not None and record is not None and attempt.started_at is not None
+        self.stats.queued -= 1
+        self.stats.running += 1
+        state.status = RUNNING
+        if state.started_at is None:
+            state.started_at = attempt.started_at
+        record.status = RUNNING
+        record.started_at = attempt.started_at
+        record.worker = attempt.worker
+        self.journal.put_action(state)
+        self.journal.put_attempt(record)
+
+    def attempt_requeued(self, attempt: Attempt) -> None:
+        """A body reported started never ran (taken back from a worker): queued again."""
+        state, record = attempt.state, attempt.record
+        assert state is not None and record is not None
+        self.stats.running -= 1
+        self.stats.queued += 1
+        record.status = QUEUED
+        record.started_at = None
+        self._requeue_action(state)
+        self.journal.put_attempt(record)
+
+    def _requeue_action(self, state: ActionState) -> None:
+        """Between attempts (or a body taken back before it ran) the action is queued."""
+        if state.status == RUNNING:
+            state.status = QUEUED
+            self.journal.put_action(state)
+
+    def _leave_attempt(self, attempt: Attempt) -> None:
+        """The attempt is over: it leaves the running (or queued) count."""
+        if attempt.started_at is None:
+            self.stats.queued -= 1
+        else:
+            self.stats.running -= 1
 
     def _finish_attempt(
         self,
@@ -393,6 +635,7 @@ class Controller:
         record.worker = attempt.worker
         record.cpu_seconds = attempt.cpu_seconds
         record.peak_rss = attempt.peak_rss
+        record.started_at = attempt.started_at
         record.finished_at = now or time.time()
         self.journal.put_attempt(record)
 
@@ -408,6 +651,8 @@ class Controller:
         state.status = status
         state.error = failure.to_json()
         state.finished_at = now
+        if state.started_at is None:
+            state.started_at = attempt.started_at
         self.journal.put_action(state)
         self._finish_attempt(record, attempt, status, error=state.error, now=now)
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from heddle._errors import RunAbortedError
+from heddle._errors import HeddleError, RunAbortedError
 from heddle._executors.capture import tee_installed
 from heddle._runtime import failures
 from heddle._runtime.controller import Controller, Executor
@@ -28,6 +28,17 @@ from heddle._store import ABORTED, FAILED, SUCCEEDED, ActionRecord, AttemptRecor
 
 HEARTBEAT_SECONDS = 2.0
 LEASE_SECONDS = 30.0
+# How long a run that ended waits for the calls it no longer awaits to be cancelled.
+SETTLE_SECONDS = 10.0
+
+
+def _abandoned() -> str:
+    return failures.failure_of(
+        HeddleError(
+            "the run ended while this action was unfinished (nothing was left to finish it)"
+        ),
+        failures.ABORTED,
+    ).to_json()
 
 
 def new_owner() -> str:
@@ -148,6 +159,10 @@ class Driver:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+        # Calls the run made and no longer awaits were cancelled when their parents
+        # ended: let them record that before the run's own end is written.
+        with contextlib.suppress(asyncio.CancelledError):
+            await controller.settle(SETTLE_SECONDS)
         self._finish(controller, outcome)
         return outcome
 
@@ -166,6 +181,9 @@ class Driver:
         elif outcome.error is not None:
             kind = failures.ABORTED if outcome.status == ABORTED else None
             values["error"] = failures.failure_of(outcome.error, kind).to_json()
+        # Nothing runs for this run any more: actions an earlier driver left queued or
+        # running, and that this one never called again, are closed as aborted.
+        self.store.close_unfinished(self.run_id, _abandoned())
         self.store.update_run(self.run_id, **values)
         controller.journal.close()
         # Fold the run's write-ahead log into the database without making the

@@ -23,13 +23,14 @@ from heddle._runtime.ids import input_hash
 from heddle._runtime.journal import ActionState
 from heddle._runtime.spec import TaskSpec
 
-# Message kinds. Worker -> driver: READY, DONE, CALL, STEP, SKIPPED.
+# Message kinds. Worker -> driver: READY, DONE, CALL, CANCEL, STEP, SKIPPED.
 # Driver -> worker: RUN, REPLY, UNQUEUE, STOP.
 # Either side may send (BATCH, [message, ...]): what one turn of its loop produced.
 BATCH = "batch"
 READY = "ready"
 DONE = "done"
 CALL = "call"
+CANCEL = "cancel"  # the body stopped awaiting a call it made (the call is cancelled)
 STEP = "step"
 RUN = "run"
 REPLY = "reply"
@@ -74,7 +75,7 @@ class RemoteController:
         self._send((message[0], self.job_id, req_id, *message[1:]))
         return fut
 
-    def _post_async(self, message: tuple[Any, ...]) -> asyncio.Future[tuple[bool, Any]]:
+    def _post_async(self, message: tuple[Any, ...]) -> tuple[int, asyncio.Future[tuple[bool, Any]]]:
         """On the loop's thread: queue a request, sent with the others of this loop turn."""
         req_id = next(self._ids)
         fut: asyncio.Future[tuple[bool, Any]] = self.loop.create_future()
@@ -82,7 +83,14 @@ class RemoteController:
         if not self._outbox:
             self.loop.call_soon(self.flush)
         self._outbox.append((message[0], self.job_id, req_id, *message[1:]))
-        return fut
+        return req_id, fut
+
+    def _cancel_call(self, req_id: int) -> None:
+        """The body stopped awaiting call ``req_id``: the driver cancels it."""
+        self._pending_async.pop(req_id, None)
+        self._outbox.append((CANCEL, self.job_id, req_id))
+        if len(self._outbox) == 1:
+            self.loop.call_soon(self.flush)
 
     def flush(self) -> None:
         out, self._outbox = self._outbox, []
@@ -138,7 +146,12 @@ class RemoteController:
         if call.limiter is not None:
             await admit(call)
         try:
-            ok, payload = await self._post_async(self._call_message(call))
+            req_id, reply = self._post_async(self._call_message(call))
+            try:
+                ok, payload = await reply
+            except asyncio.CancelledError:
+                self._cancel_call(req_id)
+                raise
         finally:
             if call.limiter is not None:
                 call.limiter.release()

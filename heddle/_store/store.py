@@ -68,6 +68,7 @@ _ATTEMPT_UPDATE = (
         worker=bindparam("worker"),
         error=bindparam("error"),
         output=bindparam("output"),
+        started_at=bindparam("started_at"),
         finished_at=bindparam("finished_at"),
         cpu_seconds=bindparam("cpu_seconds"),
         peak_rss=bindparam("peak_rss"),
@@ -298,6 +299,26 @@ class Store:
                 .where(attempts.c.status.in_(unfinished))
                 .values(status="aborted", finished_at=now)
             )
+
+    def close_unfinished(self, run_id: str, error: str) -> int:
+        """Mark the run's actions (and attempts) still queued or running as aborted: the
+        run has ended and nothing will finish them. Returns how many actions."""
+        now = time.time()
+        unfinished = ("queued", "running")
+        with self._write("close the run's unfinished actions") as conn:
+            n = conn.execute(
+                update(actions)
+                .where(actions.c.run_id == run_id)
+                .where(actions.c.status.in_(unfinished))
+                .values(status="aborted", error=error, finished_at=now)
+            ).rowcount
+            conn.execute(
+                update(attempts)
+                .where(attempts.c.run_id == run_id)
+                .where(attempts.c.status.in_(unfinished))
+                .values(status="aborted", error=error, finished_at=now)
+            )
+            return int(n)
 
     def get_run(self, run_id: str) -> RunRecord:
         """The run with this id, or the only run whose id starts with it."""

@@ -117,7 +117,11 @@ def _is_plain_offset(tz: dt.tzinfo | None) -> bool:
         return True
     if not isinstance(tz, dt.timezone):
         return False
-    return tz.tzname(None) == dt.timezone(tz.utcoffset(None)).tzname(None)
+    offset = tz.utcoffset(None)
+    # time.fromisoformat drops the microseconds of an offset: such offsets go the long way.
+    if offset.microseconds:
+        return False
+    return tz.tzname(None) == dt.timezone(offset).tzname(None)
 
 
 class DatetimeCodec(Codec):

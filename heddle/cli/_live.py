@@ -28,6 +28,7 @@ _HEDDLE_DIR = str(Path(heddle.__file__).resolve().parent)
 def _counts(stats: Stats) -> Text:
     text = Text()
     parts: list[tuple[str, int, str]] = [
+        ("queued", stats.queued, "grey70"),
         ("running", stats.running, "yellow"),
         ("succeeded", stats.succeeded, "green"),
         ("failed", stats.failed, "bold red"),

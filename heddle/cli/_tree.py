@@ -155,10 +155,15 @@ class ActionTree:
             return Text()
         last = max(tries, key=lambda t: t.number)
         parts = []
-        if a.started_at is not None and a.attempts == 1:
-            queued = (last.started_at or a.queued_at) - a.queued_at
-            if queued >= 0.05:
-                parts.append(f"queued {_console.duration(queued)}")
+        # Time waiting for resources before the body first ran (still waiting: so far).
+        if a.started_at is not None:
+            queued = a.started_at - a.queued_at
+        elif a.status == "queued":
+            queued = self.now - a.queued_at
+        else:
+            queued = 0.0
+        if queued >= 0.05:
+            parts.append(f"queued {_console.duration(queued)}")
         if last.cpu_seconds is not None:
             parts.append(f"cpu {last.cpu_seconds:.2f}s")
         if last.peak_rss:

@@ -277,3 +277,25 @@ def test_recover_reruns_a_task_whose_code_changed_and_replays_the_rest(
     assert all(runs[f"step:{i}"] == 1 for i in steps_before), "unchanged tasks ran again"
     assert all(runs[f"check-v2:{i}"] == 1 for i in range(20)), "changed task was replayed"
     assert all(runs[f"check:{i}"] == 1 for i in checks_before)
+
+
+@pytest.mark.parametrize("executor", ["inline", "process"])
+def test_a_recovered_run_closes_what_its_dead_driver_left_running_and_is_never_called_again(
+    home: Path, counter: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, executor: str
+) -> None:
+    monkeypatch.setenv("HEDDLE_EXECUTOR", executor)
+    marker = tmp_path / "first-driver"
+    proc = start("diverge.py", home, marker)
+    run_id = the_run_id(proc)
+    wait_until("the child to run", lambda: count(run_id, "diverge.hang", "running") == 1, proc)
+    kill(proc)
+
+    run = heddle.recover(run_id)
+
+    assert run.outputs() == "other"
+    statuses = {a.task_name: a.status for a in actions(run_id)}
+    assert statuses == {
+        "diverge.root": "succeeded",
+        "diverge.other": "succeeded",
+        "diverge.hang": "aborted",
+    }

@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from heddle._errors import TypeMismatchError
@@ -107,6 +107,7 @@ def test_datetime_fold_survives_for_ambiguous_local_times() -> None:
 
 
 @given(st.times(timezones=st.none() | st.just(dt.UTC) | fixed_offsets))
+@example(dt.time(0, 0, tzinfo=dt.timezone(dt.timedelta(microseconds=1))))
 def test_times_round_trip(assert_roundtrips: RoundTrip, value: dt.time) -> None:
     assert_roundtrips(value, dt.time)
 
