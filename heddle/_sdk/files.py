@@ -99,8 +99,8 @@ class File:
         if self._key is None:
             if self._local is None:
                 raise StorageError(f"file {self.name!r} was never written: use open('wb')")
-            self._key = str(_blobs().put_file(self._local))
-            self._size = self._local.stat().st_size
+            [(key, size)] = _upload_local([self._local], f"File {self.name!r}")
+            self._key, self._size = key, size
         return self
 
     def open(self, mode: str = "rb", encoding: str | None = None) -> Any:
@@ -191,6 +191,41 @@ class _FileWriter(io.RawIOBase):
             self.close()
 
 
+def _vanished(what: str, path: Path) -> StorageError:
+    return StorageError(
+        f"{what}: {path} no longer exists; a local path must stay until it is uploaded "
+        "(when it crosses a task boundary) - call .upload() before removing it"
+    )
+
+
+def _upload_local(paths: Sequence[Path], what: str) -> list[tuple[str, int]]:
+    """Upload local files in parallel: (key, size) per path, sizes as uploaded.
+
+    A file that is missing, unreadable or changed while it was read is an error naming
+    it: a reference must never point at other bytes than the ones the task saw.
+    """
+    stats = []
+    for p in paths:
+        try:
+            stats.append(p.stat())
+        except FileNotFoundError:
+            raise _vanished(what, p) from None
+        except OSError as exc:
+            raise StorageError(f"{what}: cannot read {p}: {exc}") from exc
+    try:
+        keys = _blobs().put_files(paths)
+    except OSError as exc:  # a file removed between its stat and its read
+        raise StorageError(f"{what}: cannot read {exc.filename or ''}: {exc}") from exc
+    for p, before in zip(paths, stats, strict=True):
+        try:
+            after = p.stat()
+        except FileNotFoundError:
+            continue  # removed once read: the bytes stored are the ones it had
+        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            raise StorageError(f"{what}: {p} changed while it was being uploaded")
+    return [(str(k), st.st_size) for k, st in zip(keys, stats, strict=True)]
+
+
 def _copy_local(src: Path, dest: Path) -> Path:
     import shutil
 
@@ -243,13 +278,24 @@ class Dir:
         return self._key or "<empty dir>"
 
     def _local_files(self) -> list[tuple[str, Path]]:
+        """The folder's files, sorted; an error (never an empty or partial list) when the
+        folder, or a folder inside it, vanished or cannot be listed."""
         assert self._local is not None
+        root_dir = self._local
+        what = f"Dir {self.name!r}"
+        if not root_dir.is_dir():
+            raise _vanished(what, root_dir)
+
+        def refuse(exc: OSError) -> None:
+            # os.walk skips what it cannot list unless told otherwise.
+            raise StorageError(f"{what}: cannot list {exc.filename or root_dir}: {exc}") from exc
+
         found = []
-        for root, dirs, files in os.walk(self._local):
+        for root, dirs, files in os.walk(root_dir, onerror=refuse):
             dirs.sort()
             for f in sorted(files):
                 full = Path(root) / f
-                found.append((full.relative_to(self._local).as_posix(), full))
+                found.append((full.relative_to(root_dir).as_posix(), full))
         return found
 
     def upload(self) -> Dir:
@@ -257,13 +303,12 @@ class Dir:
         if self._key is None:
             if self._local is None:
                 raise StorageError(f"dir {self.name!r} has no content")
-            blobs = _blobs()
             local = self._local_files()
-            keys = blobs.put_files([p for _, p in local])
+            uploaded = _upload_local([p for _, p in local], f"Dir {self.name!r}")
             manifest = _Manifest(
-                [(rel, key, p.stat().st_size) for (rel, p), key in zip(local, keys, strict=True)]
+                [(rel, key, size) for (rel, _), (key, size) in zip(local, uploaded, strict=True)]
             )
-            self._key = str(blobs.put(msgspec.msgpack.encode(manifest)))
+            self._key = str(_blobs().put(msgspec.msgpack.encode(manifest)))
             self._manifest = manifest
         return self
 

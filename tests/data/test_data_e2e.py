@@ -3,6 +3,8 @@ frames, arrays, handles, files and directories, caching by content."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +163,43 @@ def test_cache_key_depends_on_frame_content_only(any_storage: str) -> None:
     ]
     assert keys[0] == keys[1] != keys[2]
     assert calls == [500, 500]
+
+
+@env.task
+def dir_of_a_temporary_folder(text: str) -> heddle.Dir:
+    with tempfile.TemporaryDirectory(prefix="heddle-scratch-") as scratch:
+        (Path(scratch) / "out.txt").write_text(text)
+        # Removed when the block ends, before the Dir is uploaded on return.
+        return heddle.Dir.from_local(scratch)
+
+
+@env.task
+def count_files(d: heddle.Dir) -> int:
+    return len(d)
+
+
+@env.task
+async def pass_a_removed_dir(root: str) -> int:
+    d = heddle.Dir.from_local(root)
+    shutil.rmtree(root)
+    return await count_files.aio(d)
+
+
+@pytest.mark.parametrize("executor", ["inline", "process"])
+def test_a_dir_whose_folder_is_removed_before_upload_fails_the_task_naming_it(
+    executor: str, tmp_path: Path
+) -> None:
+    heddle.init(tmp_path / "home", executor=executor)
+    run = heddle.run(dir_of_a_temporary_folder, "x")
+    assert run.status == "failed"
+    with pytest.raises(heddle.HeddleError, match=r"heddle-scratch-\w+ no longer exists.*upload"):
+        run.outputs()
+
+    root = tmp_path / "tree"
+    root.mkdir()
+    (root / "a.txt").write_text("a")
+    passing = heddle.run(pass_a_removed_dir, str(root))
+    with pytest.raises(heddle.InputError, match=r"parameter 'd'.*tree no longer exists"):
+        passing.outputs()
+    # Refused before anything was recorded: the child never became an action.
+    assert [a.task_name for a in passing.actions()] == ["data.pass_a_removed_dir"]
