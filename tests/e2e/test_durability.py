@@ -229,10 +229,16 @@ def test_recover_replays_recorded_traces_instead_of_running_them(
     assert all(runs[f"tokens:answer to {p}"] == 1 for p in asked_before if p != max(asked_before))
 
 
+@pytest.mark.parametrize(
+    ("root", "executor"),
+    [("sleeper", "inline"), ("sync_sleeper", "inline"), ("sync_sleeper", "process")],
+    ids=["async-task", "sync-task", "sync-task-process"],
+)
 def test_recover_sleeps_only_the_rest_of_a_durable_sleep_and_replays_now(
-    home: Path, counter: Path
+    home: Path, counter: Path, monkeypatch: pytest.MonkeyPatch, root: str, executor: str
 ) -> None:
-    proc = start("steps.py", home, "sleeper", 5)
+    monkeypatch.setenv("HEDDLE_EXECUTOR", executor)
+    proc = start("steps.py", home, root, 5)
     run_id = the_run_id(proc)
     wait_until("the sleep to start", lambda: count(run_id, "durable.sleep", "running") == 1, proc)
     time.sleep(1.5)
@@ -249,7 +255,7 @@ def test_recover_sleeps_only_the_rest_of_a_durable_sleep_and_replays_now(
     assert before == recorded_now, "durable.now() returned a new value on replay"
     assert 4.8 <= after - before <= 6.0, f"slept {after - before:.2f}s in all, wanted ~5s"
     assert took <= 4.0, f"recovery slept {took:.2f}s: the whole sleep again"
-    assert counter_lines(counter)["sleeper"] == 2
+    assert counter_lines(counter)[root] == 2
 
 
 @pytest.mark.slow

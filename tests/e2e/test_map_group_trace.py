@@ -405,6 +405,39 @@ def test_durable_sleep_sleeps_and_is_recorded(home: Path) -> None:
     assert step.finished_at is not None and step.finished_at - step.started_at >= 0.09
 
 
+def test_durable_sleep_called_plainly_in_a_sync_task_sleeps_durably(executor_home: str) -> None:
+    @env.task
+    def nap(seconds: float) -> float:
+        started = time.monotonic()
+        heddle.durable.sleep(seconds)  # no await: sync code, as in Flyte 2
+        return time.monotonic() - started
+
+    @env.task
+    async def main(seconds: float) -> float:
+        return await nap.aio(seconds)
+
+    run = heddle.run(main, 0.2)
+    assert 0.2 <= run.outputs() < 2.0
+    (step,) = [a for a in run.actions() if a.kind == "sleep"]
+    assert step.status == "succeeded"
+    assert step.finished_at is not None and step.finished_at - step.started_at >= 0.19
+
+
+def test_durable_sleep_aio_and_now_aio_in_async_tasks(executor_home: str) -> None:
+    @env.task
+    async def main(seconds: float) -> list[float]:
+        before = await heddle.durable.now.aio()
+        await heddle.durable.sleep.aio(seconds)
+        await heddle.durable.sleep(dt.timedelta(seconds=seconds))  # still awaitable
+        return [before.timestamp(), heddle.durable.time()]
+
+    run = heddle.run(main, 0.1)
+    before, after = run.outputs()
+    assert after - before >= 0.2
+    kinds = sorted(a.kind for a in run.actions() if a.kind != "task")
+    assert kinds == ["now", "now", "sleep", "sleep"]
+
+
 def test_durable_sleep_in_a_sync_task_is_recorded(home: Path) -> None:
     @env.task
     def main(seconds: float) -> float:
@@ -421,14 +454,26 @@ def test_durable_sleep_in_a_sync_task_is_recorded(home: Path) -> None:
 
 def test_durable_outside_a_run_behaves_like_the_plain_calls() -> None:
     assert heddle.durable.now().tzinfo == dt.UTC
+    assert abs(heddle.durable.time() - time.time()) < 1
     started = time.monotonic()
-    asyncio.run(heddle.durable.sleep(0.02))
+    assert heddle.durable.sleep(0.02) is None  # sync code: slept right here
     assert time.monotonic() - started >= 0.02
 
+    async def in_async_code() -> dt.datetime:
+        await heddle.durable.sleep(0.02)
+        await heddle.durable.sleep.aio(0.02)
+        return await heddle.durable.now.aio()
 
-def test_durable_sleep_refuses_negative_durations() -> None:
+    started = time.monotonic()
+    assert asyncio.run(in_async_code()).tzinfo == dt.UTC
+    assert time.monotonic() - started >= 0.04
+
+
+def test_durable_sleep_refuses_bad_durations_when_called() -> None:
     with pytest.raises(heddle.ConfigError, match="non-negative"):
-        asyncio.run(heddle.durable.sleep(-1))
+        heddle.durable.sleep(-1)
+    with pytest.raises(heddle.ConfigError, match="non-negative"):
+        heddle.durable.sleep.aio(-1)
     with pytest.raises(heddle.ConfigError):
         heddle.durable.sleep_sync("1s")  # type: ignore[arg-type]
 
