@@ -15,6 +15,9 @@ MAX_GROUP_NAME = 200  # the store's column width, the same on every backend
 def group(name: str) -> Iterator[None]:
     """Actions called inside ``with heddle.group(name):`` are recorded in that group.
 
+    An async call belongs to the group current where it is awaited (or handed to
+    ``asyncio.gather``/``create_task``), as in Flyte: a coroutine made before the block
+    and awaited inside it is in the group, one made inside and awaited after it is not.
     Groups nest: the inner name is joined to the outer one with '/'.
     """
     if not isinstance(name, str) or not name.strip():

@@ -14,6 +14,7 @@ import msgspec
 import pytest
 
 import heddle
+from heddle._runtime.ids import action_id, input_hash
 from heddle._sdk.config import get_session
 
 env = heddle.TaskEnvironment(name="fan")
@@ -239,6 +240,98 @@ def test_group_applies_to_mapped_children(home: Path) -> None:
 
     run = heddle.run(main, 3)
     assert [a.group_name for a in children_of(run, "fan.leaf")] == ["batch"] * 3
+
+
+def test_group_of_a_call_is_decided_where_it_is_awaited(executor_home: str) -> None:
+    @env.task
+    async def leaf(x: int) -> int:
+        return x
+
+    @env.task
+    def sync_leaf(x: int) -> int:
+        return x
+
+    @env.task
+    async def main(x: int) -> list[int]:
+        made_outside = leaf(1)
+        gathered_later = [leaf(2), leaf(3)]
+        mapped_later = heddle.map(leaf, [4, 5])
+        scheduled_outside = asyncio.create_task(leaf(6))
+        with heddle.group("g"):
+            out = [await made_outside]
+            out += await asyncio.gather(*gathered_later)
+            out += await mapped_later
+            scheduled_inside = asyncio.create_task(leaf(7))
+            made_inside = leaf(8)
+            out.append(await sync_leaf.aio(9))
+            with heddle.group("inner"):
+                out.append(await ask_model("p", 10) and 10)
+        out.append(await made_inside)  # awaited outside: not in the group
+        out.append(await scheduled_inside)  # started inside: in the group
+        out.append(await scheduled_outside)  # started outside: not in the group
+        return out
+
+    run = heddle.run(main, 0)
+    assert run.outputs() == [1, 2, 3, 4, 5, 9, 10, 8, 7, 6]
+    kids = {
+        decoded_output(a) if a.kind == "task" else a.kind: a.group_name
+        for a in run.actions()
+        if a.parent_id
+    }
+    assert kids == {
+        1: "g",
+        2: "g",
+        3: "g",
+        4: "g",
+        5: "g",
+        6: None,
+        7: "g",
+        8: None,
+        9: "g",
+        "trace": "g/inner",
+    }
+
+
+def test_call_order_not_await_order_numbers_children(executor_home: str) -> None:
+    @env.task
+    async def leaf(x: int) -> int:
+        return x
+
+    @env.task
+    async def main(x: int) -> list[int]:
+        first, second = leaf(x), leaf(x)  # identical calls: n = 0, then n = 1
+        with heddle.group("late"):
+            b = await second
+        return [await first, b]
+
+    run = heddle.run(main, 3)
+    assert run.outputs() == [3, 3]
+    first, second = children_of(run, "fan.leaf")
+    assert (first.seq, first.group_name) == (1, None)
+    assert (second.seq, second.group_name) == (2, "late")
+    # The ids come from call order: n counts identical calls when they are made.
+    root = next(a for a in run.actions() if a.parent_id is None)
+    assert first.inputs is not None
+    ih = input_hash(get_session().literals.from_literal(first.inputs))
+    n_of = {action_id(run.id, root.id, "fan.leaf", ih, n): n for n in (0, 1)}
+    assert [n_of[first.id], n_of[second.id]] == [0, 1]
+
+
+def test_sync_task_calls_inside_a_group_are_in_it(executor_home: str) -> None:
+    @env.task
+    def leaf(x: int) -> int:
+        return x
+
+    @env.task
+    def main(x: int) -> int:
+        with heddle.group("sync"):
+            total = leaf(x) + sum(heddle.map(leaf, [1, 2]))
+        return total + leaf(100)
+
+    run = heddle.run(main, 5)
+    assert run.outputs() == 108
+    groups = {decoded_output(a): a.group_name for a in children_of(run, "fan.leaf")}
+    assert groups == {5: "sync", 1: "sync", 2: "sync", 100: None}
 
 
 def test_group_name_must_be_a_non_empty_string() -> None:
