@@ -6,22 +6,39 @@ Field hints are resolved once, on first use, so self-referencing classes work.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
 import sys
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from heddle._errors import HeddleError, TypeMismatchError
-from heddle._types._base import Codec, codec_for, describe, nested, register, type_name
+from heddle._types._base import (
+    Codec,
+    codec_for,
+    describe,
+    is_annotated,
+    is_literal,
+    nested,
+    register,
+    type_name,
+)
 
 FieldCodecs = list[tuple[str, Callable[..., Any], Callable[[Any], Any]]]
 
 
+# Where pin_hints keeps a class's resolved field hints: (without extras, with extras).
+PINNED_HINTS = "__heddle_hints__"
+
+
 def resolve_hints(cls: Any, include_extras: bool = False) -> dict[str, Any]:
     """`typing.get_type_hints(cls)`, with an error that says which class failed and why."""
+    pinned = vars(cls).get(PINNED_HINTS)
+    if pinned is not None:
+        return dict(pinned[include_extras])
     try:
         return typing.get_type_hints(cls, include_extras=include_extras)
     except NameError as exc:
@@ -29,6 +46,72 @@ def resolve_hints(cls: Any, include_extras: bool = False) -> dict[str, Any]:
             f"cannot resolve the field types of {type_name(cls)}: {exc}; define the class "
             "at module level or import the names its annotations use"
         ) from exc
+
+
+def pin_hints(hints: Iterable[Any]) -> None:
+    """Resolve the field hints of every class reachable from ``hints`` now, and keep them
+    on the class.
+
+    With ``from __future__ import annotations`` field hints are strings, resolved against
+    the globals of the class's module. A class of a script (``__main__``) travels to a
+    worker process pickled by value, where that module is not the script: the names
+    cannot be resolved there, so they are resolved here, where they can, and the result
+    travels with the class. Classes whose hints cannot be resolved are left alone (their
+    codec says why when it is used).
+    """
+    seen: set[int] = set()
+    stack = list(hints)
+    while stack:
+        hint = stack.pop()
+        if id(hint) in seen:
+            continue
+        seen.add(id(hint))
+        if isinstance(hint, list | tuple):  # Callable's parameter list
+            stack.extend(hint)
+            continue
+        stack.extend(_hint_args(hint))
+        cls: Any = typing.get_origin(hint) or hint
+        if not isinstance(cls, type):
+            continue
+        if _is_pydantic_model(cls):
+            # pydantic resolved its fields when the class was made; they travel with it.
+            stack.extend(f.annotation for f in typing.cast(Any, cls).model_fields.values())
+        elif _is_dataclass(cls) or _is_namedtuple(cls) or typing.is_typeddict(cls):
+            try:
+                plain = typing.get_type_hints(cls)
+                extras = typing.get_type_hints(cls, include_extras=True)
+            except Exception:  # NameError, or a hint typing cannot evaluate
+                continue
+            if _has_unresolved_annotations(cls):
+                with contextlib.suppress(TypeError, AttributeError):  # an immutable class
+                    setattr(cls, PINNED_HINTS, (plain, extras))
+            stack.extend(extras.values())
+
+
+def _has_unresolved_annotations(cls: type) -> bool:
+    """True if the class (or a base) has annotations written as strings or forward refs."""
+    return any(
+        is_unresolved(hint)
+        for base in cls.__mro__
+        for hint in vars(base).get("__annotations__", {}).values()
+    )
+
+
+def is_unresolved(hint: Any) -> bool:
+    """True for a hint that is (or holds) a string or forward reference."""
+    if isinstance(hint, str | typing.ForwardRef):
+        return True
+    if isinstance(hint, list | tuple):
+        return any(is_unresolved(h) for h in hint)
+    return any(is_unresolved(a) for a in _hint_args(hint))
+
+
+def _hint_args(hint: Any) -> tuple[Any, ...]:
+    """The hints inside a hint: not Literal's values, nor Annotated's metadata."""
+    if is_literal(hint):
+        return ()
+    args = typing.get_args(hint)
+    return args[:1] if is_annotated(hint) else args
 
 
 def substitute(hint: Any, mapping: dict[Any, Any]) -> Any:
