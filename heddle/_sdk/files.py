@@ -18,6 +18,8 @@ import msgspec
 
 from heddle._errors import HeddleError, StorageError, TypeMismatchError
 from heddle._types import Codec, register
+from heddle._types.handles import TableParts, register_table_handle
+from heddle._types.lazy import is_table_hint
 from heddle._types.sink import get_sink
 
 __all__ = ["DataFrame", "Dir", "File"]
@@ -436,14 +438,14 @@ class DataFrame:
 
     def upload(self) -> DataFrame:
         if self._pending:
-            from heddle._types.tables import to_arrow_table, write_arrow
+            from heddle._types.tables import stored_frame
 
             parts, rows, columns = [], 0, None
             for frame in self._pending:
-                table = to_arrow_table(frame)
-                parts.append(write_arrow(table))
-                rows += table.num_rows
-                columns = columns or [n for n in table.schema.names if not n.startswith("__")]
+                key, n, names = stored_frame(frame)
+                parts.append(key)
+                rows += n
+                columns = columns or [c for c in names if not c.startswith("__")]
             self._parts = (*self._parts, *parts)
             self._rows = (self._rows or 0) + rows
             self._columns = self._columns or columns
@@ -468,22 +470,9 @@ class DataFrameReader:
         self._columns = columns
 
     def all(self) -> Any:
-        import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
+        from heddle._types.tables import concat_parts, convert_arrow
 
-        from heddle._types.blobio import read_blob
-        from heddle._types.tables import convert_arrow, read_arrow
-
-        tables = [
-            read_blob(key, lambda src: read_arrow(src, self._columns))
-            for key in self._handle._parts
-        ]
-        if not tables:
-            table = pa.table({})
-        elif len(tables) == 1:
-            table = tables[0]
-        else:
-            table = pa.concat_tables(tables, promote_options="default")
-        return convert_arrow(table, self._as)
+        return convert_arrow(concat_parts(self._handle._parts, self._columns), self._as)
 
     def iter(self, batch_rows: int = 65_536) -> Iterator[Any]:
         import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
@@ -549,9 +538,18 @@ class DirCodec(_RefCodec):
 
 
 class DataFrameCodec(_RefCodec):
-    """{"t": "dataframe", "parts": [keys], "rows": n, "cols": [...]}: never reads data."""
+    """{"t": "dataframe", "parts": [keys], "rows": n, "cols": [...]}: never reads data.
+
+    A pandas/polars/arrow frame is accepted too and stored as a one-part handle, as
+    Flyte 2 converts them: the task receives the handle it declared.
+    """
 
     cls = DataFrame
+
+    def to_plain(self, value: Any, path: str = "") -> Any:
+        if not isinstance(value, DataFrame) and _is_frame(value):
+            value = DataFrame.from_df(value)
+        return super().to_plain(value, path)
 
     def plain_of(self, value: DataFrame) -> Any:
         value.upload()
@@ -570,6 +568,21 @@ def _is_subclass(base: type) -> Any:
     return lambda h: isinstance(h, type) and issubclass(h, base)
 
 
+def _is_frame(value: Any) -> bool:
+    # By module and class name first, so a wrong value never imports pyarrow.
+    if not is_table_hint(type(value)):
+        return False
+    from heddle._types.tables import FRAME_KINDS, table_kind
+
+    return table_kind(type(value)) in FRAME_KINDS
+
+
+def _stored_parts(handle: DataFrame) -> TableParts:
+    handle.upload()
+    return handle._parts, handle._rows, handle._columns
+
+
 register(_is_subclass(File), FileCodec)
 register(_is_subclass(Dir), DirCodec)
 register(_is_subclass(DataFrame), DataFrameCodec)
+register_table_handle(DataFrame, _stored_parts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import msgspec
 import pandas as pd
 import polars as pl
 import pyarrow as pa
@@ -183,3 +184,26 @@ def test_file_removed_before_upload_raises_naming_it(home: Path, tmp_path: Path)
         f.upload()
     with pytest.raises(heddle.TypeMismatchError, match=r"out\.csv"):
         encode(f, heddle.File)
+
+
+def test_a_stored_handle_passed_for_a_frame_is_not_read_or_written_again(home: Path) -> None:
+    handle = heddle.DataFrame.from_df(pd.DataFrame({"a": range(10)})).upload()
+    plain = msgspec.msgpack.decode(encode(handle, pd.DataFrame))
+    assert plain["k"] == handle.parts[0] and plain["rows"] == 10
+    frame = decode(encode(handle, pd.DataFrame), pd.DataFrame)
+    assert frame["a"].tolist() == list(range(10))
+    # A frame this process decoded, passed on as a handle, keeps its blob too.
+    again = decode(encode(frame, heddle.DataFrame), heddle.DataFrame)
+    assert again.parts == handle.parts
+    as_polars = decode(encode(frame, pl.DataFrame), pl.DataFrame)
+    assert as_polars["a"].to_list() == list(range(10))
+
+
+def test_a_series_or_a_list_is_not_taken_for_a_frame(home: Path) -> None:
+    handle = heddle.DataFrame.from_df(pd.DataFrame({"a": [1]}))
+    with pytest.raises(heddle.TypeMismatchError, match="expected Series"):
+        encode(handle, pd.Series)
+    with pytest.raises(heddle.TypeMismatchError, match="expected DataFrame, got list"):
+        encode([1, 2], heddle.DataFrame)
+    with pytest.raises(heddle.TypeMismatchError, match="expected DataFrame"):
+        encode(pd.Series([1]), heddle.DataFrame)
