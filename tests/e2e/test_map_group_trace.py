@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,84 @@ def test_map_refuses_bad_arguments(home: Path) -> None:
         heddle.map(one)
 
 
+@env.task
+async def scale(x: int, factor: int, offset: int = 0) -> int:
+    return x * factor + offset
+
+
+@env.task
+def tag(name: str, constant: str, batch: int) -> str:
+    return f"{name}/{constant}/{batch}"
+
+
+def test_map_binds_fixed_parameters_from_a_partial_or_keywords(executor_home: str) -> None:
+    @env.task
+    async def main(n: int) -> list[Any]:
+        xs = list(range(1, n + 1))
+        return [
+            await heddle.map(functools.partial(scale, factor=3), xs),
+            await heddle.map(scale, xs, factor=10, offset=1),
+            await heddle.map(functools.partial(scale, 2), xs),  # x fixed: maps over factor
+            await heddle.map(functools.partial(scale, factor=2), xs, [100] * n),
+            # As in Flyte's example: the fixed middle parameter is skipped, the iterables
+            # fill the parameters left, in order.
+            await heddle.map(functools.partial(tag, constant="c"), ["a", "b"], [7, 8]),
+            await heddle.map(tag, ["a"], [9], constant="k", group_name="tags"),
+        ]
+
+    run = heddle.run(main, 3)
+    assert run.outputs() == [
+        [3, 6, 9],
+        [11, 21, 31],
+        [2, 4, 6],
+        [102, 104, 106],
+        ["a/c/7", "b/c/8"],
+        ["a/k/9"],
+    ]
+    tagged = [(decoded_output(a), a.group_name) for a in children_of(run, "fan.tag")]
+    assert tagged == [("a/c/7", None), ("b/c/8", None), ("a/k/9", "tags")]
+
+
+def test_map_with_a_partial_in_a_sync_task_and_outside_a_run(executor_home: str) -> None:
+    @env.task
+    def main(n: int) -> list[int]:
+        return list(heddle.map(functools.partial(scale, factor=5), range(n), offset=1))
+
+    assert heddle.run(main, 3).outputs() == [1, 6, 11]
+    assert list(heddle.map(functools.partial(scale, factor=5), [2])) == [10]
+
+
+def test_map_refuses_what_it_cannot_bind_before_recording_anything(home: Path) -> None:
+    def plain(x: int) -> int:
+        return x
+
+    with pytest.raises(heddle.HeddleError, match=r"needs a task or a functools\.partial of one"):
+        heddle.map(functools.partial(plain), [1])
+    with pytest.raises(heddle.HeddleError, match=r"needs a task.*got <function"):
+        heddle.map(plain, [1])  # type: ignore[arg-type]
+    bad: list[tuple[Any, str]] = [
+        (lambda: heddle.map(scale, [1], factr=2), "unexpected keyword argument 'factr'"),
+        (
+            lambda: heddle.map(functools.partial(scale, factor=2), [1], factor=3),
+            "'factor' is fixed twice",
+        ),
+        (lambda: heddle.map(scale, [1], [2], [3], [4]), "4 iterables.*3 parameters left"),
+        (lambda: heddle.map(scale, [1]), "parameter 'factor': missing a value"),
+    ]
+    for make, message in bad:
+        with pytest.raises(heddle.InputError, match=message):
+            make()
+
+    @env.task
+    async def main(n: int) -> list[int]:
+        return await heddle.map(scale, ["one"], factor=2)
+
+    run = heddle.run(main, 1)
+    with pytest.raises(heddle.InputError, match="parameter 'x'"):
+        run.outputs()
+    assert children_of(run, "fan.scale") == []
+
+
 def test_map_of_many_children_records_each_in_input_order(home: Path) -> None:
     @env.task
     async def ident(i: int) -> int:
@@ -265,7 +344,8 @@ def test_group_of_a_call_is_decided_where_it_is_awaited(executor_home: str) -> N
             made_inside = leaf(8)
             out.append(await sync_leaf.aio(9))
             with heddle.group("inner"):
-                out.append(await ask_model("p", 10) and 10)
+                await ask_model("p", 10)
+                out.append(10)
         out.append(await made_inside)  # awaited outside: not in the group
         out.append(await scheduled_inside)  # started inside: in the group
         out.append(await scheduled_outside)  # started outside: not in the group
@@ -512,7 +592,7 @@ def test_durable_sleep_called_plainly_in_a_sync_task_sleeps_durably(executor_hom
     run = heddle.run(main, 0.2)
     assert 0.2 <= run.outputs() < 2.0
     (step,) = [a for a in run.actions() if a.kind == "sleep"]
-    assert step.status == "succeeded"
+    assert step.status == "succeeded" and step.started_at is not None
     assert step.finished_at is not None and step.finished_at - step.started_at >= 0.19
 
 
@@ -566,7 +646,7 @@ def test_durable_sleep_refuses_bad_durations_when_called() -> None:
     with pytest.raises(heddle.ConfigError, match="non-negative"):
         heddle.durable.sleep(-1)
     with pytest.raises(heddle.ConfigError, match="non-negative"):
-        heddle.durable.sleep.aio(-1)
+        heddle.durable.sleep.aio(-1)  # type: ignore[unused-coroutine]
     with pytest.raises(heddle.ConfigError):
         heddle.durable.sleep_sync("1s")  # type: ignore[arg-type]
 
