@@ -15,15 +15,11 @@ import msgspec
 
 from heddle import _types
 from heddle._errors import ConfigError, InputError, TypeMismatchError
-from heddle._types.structured import is_unresolved, pin_hints
+from heddle._types.structured import PINNED_HINTS, is_unresolved, pin_hints
 from heddle._types.validation import DataValidationError
 
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder()
-
-
-# Where a function's resolved hints are kept (see resolve_call_hints).
-PINNED_HINTS = "__heddle_hints__"
 
 
 def resolve_call_hints(fn: Callable[..., Any], owner: str) -> dict[str, Any]:

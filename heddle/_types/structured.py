@@ -30,7 +30,8 @@ from heddle._types._base import (
 FieldCodecs = list[tuple[str, Callable[..., Any], Callable[[Any], Any]]]
 
 
-# Where pin_hints keeps a class's resolved field hints: (without extras, with extras).
+# Where pin_hints keeps a class's resolved field hints, (without extras, with extras), and
+# resolve_call_hints a function's.
 PINNED_HINTS = "__heddle_hints__"
 
 
