@@ -47,6 +47,15 @@ def process_home(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(params=["inline", "process"])
+def executor_home(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh local Heddle home for each executor: runs the test inline and in worker
+    processes (tasks defined in the test travel to the workers pickled by value)."""
+    executor = str(request.param)
+    heddle.init(tmp_path / "heddle-home", executor=executor)
+    return executor
+
+
 @contextmanager
 def _new_pg_database(base: str) -> Iterator[str]:
     """A new, empty PostgreSQL database on the server of ``base``; dropped afterwards."""

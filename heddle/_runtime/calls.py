@@ -1,4 +1,5 @@
-"""A task call once validated: its derived action id, and its admission to a map slot.
+"""A task call once validated: its derived action id, its group, and its admission to a
+map slot.
 
 Shared by the controller and the worker-side controller proxy, so that ids are
 derived the same way in every process.
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from heddle._errors import TimeoutError as HeddleTimeout
-from heddle._runtime.context import ActionContext, current_group
+from heddle._runtime.context import ActionContext, ControllerAPI, current_group
 from heddle._runtime.ids import action_id, input_hash
 from heddle._runtime.spec import TaskSpec
 
@@ -45,6 +46,18 @@ def prepare_call(
     n, seq = parent.next_call(spec.name, ih)
     aid = action_id(run_id, parent.action_id, spec.name, ih, n)
     return PreparedCall(spec, aid, encoded, ih, seq, parent.action_id, current_group.get(), limiter)
+
+
+async def run_where_awaited(controller: ControllerAPI, call: PreparedCall) -> Any:
+    """Run an async call in the group that is current where it starts running.
+
+    The call was validated, encoded and numbered when it was made (so ids follow call
+    order and bad inputs raise at the call), but like Flyte we take its group from where
+    the coroutine is awaited, or handed to ``asyncio.gather``/``create_task``: a call
+    made before ``with heddle.group(...)`` and awaited inside it belongs to the group.
+    """
+    call.group = current_group.get()
+    return await controller.run(call)
 
 
 async def admit(call: PreparedCall) -> None:

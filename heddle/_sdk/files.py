@@ -18,6 +18,8 @@ import msgspec
 
 from heddle._errors import HeddleError, StorageError, TypeMismatchError
 from heddle._types import Codec, register
+from heddle._types.handles import TableParts, register_table_handle
+from heddle._types.lazy import is_table_hint
 from heddle._types.sink import get_sink
 
 __all__ = ["DataFrame", "Dir", "File"]
@@ -99,8 +101,8 @@ class File:
         if self._key is None:
             if self._local is None:
                 raise StorageError(f"file {self.name!r} was never written: use open('wb')")
-            self._key = str(_blobs().put_file(self._local))
-            self._size = self._local.stat().st_size
+            [(key, size)] = _upload_local([self._local], f"File {self.name!r}")
+            self._key, self._size = key, size
         return self
 
     def open(self, mode: str = "rb", encoding: str | None = None) -> Any:
@@ -191,6 +193,41 @@ class _FileWriter(io.RawIOBase):
             self.close()
 
 
+def _vanished(what: str, path: Path) -> StorageError:
+    return StorageError(
+        f"{what}: {path} no longer exists; a local path must stay until it is uploaded "
+        "(when it crosses a task boundary) - call .upload() before removing it"
+    )
+
+
+def _upload_local(paths: Sequence[Path], what: str) -> list[tuple[str, int]]:
+    """Upload local files in parallel: (key, size) per path, sizes as uploaded.
+
+    A file that is missing, unreadable or changed while it was read is an error naming
+    it: a reference must never point at other bytes than the ones the task saw.
+    """
+    stats = []
+    for p in paths:
+        try:
+            stats.append(p.stat())
+        except FileNotFoundError:
+            raise _vanished(what, p) from None
+        except OSError as exc:
+            raise StorageError(f"{what}: cannot read {p}: {exc}") from exc
+    try:
+        keys = _blobs().put_files(paths)
+    except OSError as exc:  # a file removed between its stat and its read
+        raise StorageError(f"{what}: cannot read {exc.filename or ''}: {exc}") from exc
+    for p, before in zip(paths, stats, strict=True):
+        try:
+            after = p.stat()
+        except FileNotFoundError:
+            continue  # removed once read: the bytes stored are the ones it had
+        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            raise StorageError(f"{what}: {p} changed while it was being uploaded")
+    return [(str(k), st.st_size) for k, st in zip(keys, stats, strict=True)]
+
+
 def _copy_local(src: Path, dest: Path) -> Path:
     import shutil
 
@@ -243,13 +280,24 @@ class Dir:
         return self._key or "<empty dir>"
 
     def _local_files(self) -> list[tuple[str, Path]]:
+        """The folder's files, sorted; an error (never an empty or partial list) when the
+        folder, or a folder inside it, vanished or cannot be listed."""
         assert self._local is not None
+        root_dir = self._local
+        what = f"Dir {self.name!r}"
+        if not root_dir.is_dir():
+            raise _vanished(what, root_dir)
+
+        def refuse(exc: OSError) -> None:
+            # os.walk skips what it cannot list unless told otherwise.
+            raise StorageError(f"{what}: cannot list {exc.filename or root_dir}: {exc}") from exc
+
         found = []
-        for root, dirs, files in os.walk(self._local):
+        for root, dirs, files in os.walk(root_dir, onerror=refuse):
             dirs.sort()
             for f in sorted(files):
                 full = Path(root) / f
-                found.append((full.relative_to(self._local).as_posix(), full))
+                found.append((full.relative_to(root_dir).as_posix(), full))
         return found
 
     def upload(self) -> Dir:
@@ -257,13 +305,12 @@ class Dir:
         if self._key is None:
             if self._local is None:
                 raise StorageError(f"dir {self.name!r} has no content")
-            blobs = _blobs()
             local = self._local_files()
-            keys = blobs.put_files([p for _, p in local])
+            uploaded = _upload_local([p for _, p in local], f"Dir {self.name!r}")
             manifest = _Manifest(
-                [(rel, key, p.stat().st_size) for (rel, p), key in zip(local, keys, strict=True)]
+                [(rel, key, size) for (rel, _), (key, size) in zip(local, uploaded, strict=True)]
             )
-            self._key = str(blobs.put(msgspec.msgpack.encode(manifest)))
+            self._key = str(_blobs().put(msgspec.msgpack.encode(manifest)))
             self._manifest = manifest
         return self
 
@@ -391,14 +438,14 @@ class DataFrame:
 
     def upload(self) -> DataFrame:
         if self._pending:
-            from heddle._types.tables import to_arrow_table, write_arrow
+            from heddle._types.tables import stored_frame
 
             parts, rows, columns = [], 0, None
             for frame in self._pending:
-                table = to_arrow_table(frame)
-                parts.append(write_arrow(table))
-                rows += table.num_rows
-                columns = columns or [n for n in table.schema.names if not n.startswith("__")]
+                key, n, names = stored_frame(frame)
+                parts.append(key)
+                rows += n
+                columns = columns or [c for c in names if not c.startswith("__")]
             self._parts = (*self._parts, *parts)
             self._rows = (self._rows or 0) + rows
             self._columns = self._columns or columns
@@ -423,22 +470,9 @@ class DataFrameReader:
         self._columns = columns
 
     def all(self) -> Any:
-        import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
+        from heddle._types.tables import concat_parts, convert_arrow
 
-        from heddle._types.blobio import read_blob
-        from heddle._types.tables import convert_arrow, read_arrow
-
-        tables = [
-            read_blob(key, lambda src: read_arrow(src, self._columns))
-            for key in self._handle._parts
-        ]
-        if not tables:
-            table = pa.table({})
-        elif len(tables) == 1:
-            table = tables[0]
-        else:
-            table = pa.concat_tables(tables, promote_options="default")
-        return convert_arrow(table, self._as)
+        return convert_arrow(concat_parts(self._handle._parts, self._columns), self._as)
 
     def iter(self, batch_rows: int = 65_536) -> Iterator[Any]:
         import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
@@ -504,9 +538,18 @@ class DirCodec(_RefCodec):
 
 
 class DataFrameCodec(_RefCodec):
-    """{"t": "dataframe", "parts": [keys], "rows": n, "cols": [...]}: never reads data."""
+    """{"t": "dataframe", "parts": [keys], "rows": n, "cols": [...]}: never reads data.
+
+    A pandas/polars/arrow frame is accepted too and stored as a one-part handle, as
+    Flyte 2 converts them: the task receives the handle it declared.
+    """
 
     cls = DataFrame
+
+    def to_plain(self, value: Any, path: str = "") -> Any:
+        if not isinstance(value, DataFrame) and _is_frame(value):
+            value = DataFrame.from_df(value)
+        return super().to_plain(value, path)
 
     def plain_of(self, value: DataFrame) -> Any:
         value.upload()
@@ -525,6 +568,21 @@ def _is_subclass(base: type) -> Any:
     return lambda h: isinstance(h, type) and issubclass(h, base)
 
 
+def _is_frame(value: Any) -> bool:
+    # By module and class name first, so a wrong value never imports pyarrow.
+    if not is_table_hint(type(value)):
+        return False
+    from heddle._types.tables import FRAME_KINDS, table_kind
+
+    return table_kind(type(value)) in FRAME_KINDS
+
+
+def _stored_parts(handle: DataFrame) -> TableParts:
+    handle.upload()
+    return handle._parts, handle._rows, handle._columns
+
+
 register(_is_subclass(File), FileCodec)
 register(_is_subclass(Dir), DirCodec)
 register(_is_subclass(DataFrame), DataFrameCodec)
+register_table_handle(DataFrame, _stored_parts)

@@ -11,14 +11,22 @@ from heddle._runtime.context import current_group
 MAX_GROUP_NAME = 200  # the store's column width, the same on every backend
 
 
+def check_group_name(name: object) -> None:
+    """ConfigError unless ``name`` can name a group."""
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"group name must be a non-empty string, got {name!r}")
+
+
 @contextmanager
 def group(name: str) -> Iterator[None]:
     """Actions called inside ``with heddle.group(name):`` are recorded in that group.
 
+    An async call belongs to the group current where it is awaited (or handed to
+    ``asyncio.gather``/``create_task``), as in Flyte: a coroutine made before the block
+    and awaited inside it is in the group, one made inside and awaited after it is not.
     Groups nest: the inner name is joined to the outer one with '/'.
     """
-    if not isinstance(name, str) or not name.strip():
-        raise ConfigError(f"group name must be a non-empty string, got {name!r}")
+    check_group_name(name)
     outer = current_group.get()
     full = f"{outer}/{name}" if outer else name
     if len(full) > MAX_GROUP_NAME:

@@ -5,6 +5,7 @@ Shared by tasks and traces so both validate and record values the same way.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import typing
 from collections.abc import Callable, Mapping
@@ -14,10 +15,38 @@ import msgspec
 
 from heddle import _types
 from heddle._errors import ConfigError, InputError, TypeMismatchError
+from heddle._types.structured import PINNED_HINTS, is_unresolved, pin_hints
 from heddle._types.validation import DataValidationError
 
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder()
+
+
+def resolve_call_hints(fn: Callable[..., Any], owner: str) -> dict[str, Any]:
+    """The type hints of a task or trace function, resolved where it is defined.
+
+    Annotations written as strings (``from __future__ import annotations``) are
+    resolved against the function's module now, and kept on the function together with
+    the field hints of the classes they reach: a task of a script travels to worker
+    processes pickled by value, without the script's module to resolve names against.
+    """
+    pinned = getattr(fn, PINNED_HINTS, None)
+    if isinstance(pinned, dict):
+        return pinned
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except NameError as exc:
+        raise ConfigError(
+            f"cannot resolve the type hints of {owner!r}: {exc}; define or import the "
+            "classes its annotations name at module level, before the task is defined"
+        ) from exc
+    except Exception as exc:
+        raise ConfigError(f"cannot resolve the type hints of {owner!r}: {exc}") from exc
+    pin_hints(hints.values())
+    if any(is_unresolved(h) for h in getattr(fn, "__annotations__", {}).values()):
+        with contextlib.suppress(AttributeError, TypeError):  # a callable without __dict__
+            setattr(fn, PINNED_HINTS, hints)
+    return hints
 
 
 class CallCodec:
@@ -32,10 +61,7 @@ class CallCodec:
                     f"{owner!r}: *args/**kwargs parameters are not supported "
                     f"(parameter {p.name!r}); declare each input with a type hint"
                 )
-        try:
-            hints = typing.get_type_hints(fn, include_extras=True)
-        except Exception as exc:
-            raise ConfigError(f"cannot resolve the type hints of {owner!r}: {exc}") from exc
+        hints = resolve_call_hints(fn, owner)
         self.param_names = tuple(self.signature.parameters)
         self._codecs = tuple(
             _types.codec_for(hints.get(n, inspect.Parameter.empty)) for n in self.param_names

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 import cloudpickle
 
 from heddle._errors import ConfigError, HeddleError
+from heddle._runtime.calls import run_where_awaited
 from heddle._runtime.context import current_action
 from heddle._runtime.ids import source_version
 from heddle._runtime.spec import (
@@ -222,9 +223,11 @@ class Task(Generic[P, R]):
         if ctx is None:
             return self.fn(*args, **kwargs)
         controller = ctx.controller
+        # Validated and numbered now, in call order; an async call's group is the one
+        # current where it is awaited (run_where_awaited).
         call = controller.prepare(self.spec, self.bind(args, kwargs), ctx)
         if self.is_async:
-            return controller.run(call)  # type: ignore[return-value]
+            return run_where_awaited(controller, call)  # type: ignore[return-value]
         return typing.cast(R, controller.run_blocking(call))
 
     def aio(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[Any]:
@@ -240,7 +243,7 @@ class Task(Generic[P, R]):
                 f"{self.name}.aio() must be awaited on the run's event loop, in an async task"
             )
         call = controller.prepare(self.spec, self.bind(args, kwargs), ctx)
-        return controller.run(call)
+        return run_where_awaited(controller, call)
 
     def override(
         self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import typing
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +20,7 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped,unused-ignore]
 from heddle._errors import TypeMismatchError
 from heddle._types._base import Codec
 from heddle._types.blobio import local_path, read_blob, write_blob
+from heddle._types.handles import table_parts_of
 
 T = TypeVar("T")
 
@@ -35,6 +36,19 @@ TABLE_CLASSES = {
     ("pyarrow", "Table"): "pyarrow.Table",
     ("pyarrow", "RecordBatchReader"): "pyarrow.RecordBatchReader",
 }
+
+
+# The kinds that hold a whole table, and so stand in for each other at a task boundary
+# (converted through Arrow), and for a stored heddle.DataFrame handle.
+FRAME_KINDS = frozenset(
+    {
+        "pandas.DataFrame",
+        "polars.DataFrame",
+        "polars.LazyFrame",
+        "pyarrow.Table",
+        "pyarrow.RecordBatchReader",
+    }
+)
 
 
 def table_kind(hint: Any) -> str | None:
@@ -213,12 +227,35 @@ class TableCodec(Codec):
         self.exact_types = (self.cls,)
 
     def to_plain(self, value: Any, path: str = "") -> Any:
-        if not isinstance(value, self.cls):
-            raise self.mismatch(value, path)
         try:
-            return _ENCODERS[self.kind](value)
+            if isinstance(value, self.cls):
+                return _ENCODERS[self.kind](value)
+            plain = self._converted(value)
         except TypeMismatchError as exc:
             raise TypeMismatchError(exc.expected, exc.given, path) from None
+        if plain is None:
+            raise self.mismatch(value, path)
+        return plain
+
+    def _converted(self, value: Any) -> dict[str, Any] | None:
+        """Another kind of frame, or a heddle.DataFrame handle, stored for this kind (as
+        Flyte 2 converts them): the task receives the kind it declared. None if the value
+        is neither."""
+        if self.kind not in FRAME_KINDS:
+            return None
+        handle = table_parts_of(value)
+        if handle is not None:
+            parts, rows, columns = handle
+            if len(parts) == 1:  # already one Parquet blob: passed on without a read
+                meta = {"t": "parquet", "k": parts[0], "rows": rows, "kind": self.kind}
+                return {**meta, "cols": list(columns or [])}
+            table = concat_parts(parts)
+            return _meta(table, write_arrow(table), table.num_rows, self.kind)
+        source = table_kind(type(value))
+        if source not in FRAME_KINDS:
+            return None
+        key, rows, columns = stored_frame(value)
+        return {"t": "parquet", "k": key, "rows": rows, "cols": columns, "kind": self.kind}
 
     def from_plain(self, plain: Any) -> Any:
         return _DECODERS[self.kind](plain)
@@ -333,6 +370,34 @@ def table_codec(hint: Any) -> Codec:
     kind = table_kind(hint)
     assert kind is not None
     return TableCodec(hint, kind)
+
+
+def stored_frame(frame: Any) -> tuple[str, int, list[str]]:
+    """A frame of any kind as one stored Parquet blob: (key, rows, columns). A frame this
+    process decoded (or stored) and nobody changed since is not written again."""
+    kind = table_kind(type(frame))
+    known = None
+    if kind == "pandas.DataFrame":
+        known = known_pandas_plain(frame)
+    elif kind == "pyarrow.Table":
+        known = _arrow_plains.get(frame)
+    if known is not None:
+        return known["k"], known["rows"], list(known["cols"])
+    table = to_arrow_table(frame)
+    key = write_arrow(table)
+    if kind == "pyarrow.Table":
+        _arrow_plains.set(frame, _meta(table, key, table.num_rows, "pyarrow.Table"))
+    return key, table.num_rows, list(table.schema.names)
+
+
+def concat_parts(parts: Sequence[str], columns: list[str] | None = None) -> pa.Table:
+    """The Parquet parts of a stored table read as one arrow Table."""
+    tables = [read_blob(key, lambda src: read_arrow(src, columns)) for key in parts]
+    if not tables:
+        return pa.table({})
+    if len(tables) == 1:
+        return tables[0]
+    return pa.concat_tables(tables, promote_options="default")
 
 
 def to_arrow_table(frame: Any) -> pa.Table:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import msgspec
 import pandas as pd
 import polars as pl
 import pyarrow as pa
@@ -121,3 +122,88 @@ def test_handle_encoding_never_reads_the_data(home: Path) -> None:
     (blobs.root / "blobs" / part[7:9] / part[9:]).unlink()  # gone: any read would fail
     again = decode(encode(handle, heddle.DataFrame), heddle.DataFrame)
     assert again.parts == handle.parts and again.num_rows == 10
+
+
+# -- local paths that vanish before or while they are uploaded ---------------------------
+
+
+def test_dir_from_local_of_a_missing_folder_is_refused_naming_it(
+    home: Path, tmp_path: Path
+) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(heddle.StorageError, match=r"nope.* is not a directory"):
+        heddle.Dir.from_local(missing)
+
+
+def test_dir_whose_folder_was_removed_before_upload_raises_instead_of_going_empty(
+    home: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "scratch"
+    root.mkdir()
+    (root / "a.txt").write_text("a")
+    d = heddle.Dir.from_local(root)
+    (root / "a.txt").unlink()
+    root.rmdir()
+    with pytest.raises(heddle.StorageError, match=f"{root}.* no longer exists.*upload"):
+        d.upload()
+    with pytest.raises(heddle.StorageError, match="no longer exists"):
+        list(d.walk())
+    with pytest.raises(heddle.TypeMismatchError, match=f"expected Dir.*{root}"):
+        encode(d, heddle.Dir)
+    assert d.key is None
+
+
+def test_dir_with_a_file_that_vanished_after_listing_raises_naming_the_file(
+    home: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "tree"
+    root.mkdir()
+    (root / "kept.txt").write_text("kept")
+    (root / "gone.txt").symlink_to(tmp_path / "removed-target")  # listed, but cannot be read
+    with pytest.raises(heddle.StorageError, match=r"gone\.txt"):
+        heddle.Dir.from_local(root).upload()
+
+
+def test_dir_records_the_size_of_what_it_uploaded(home: Path, tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    root.mkdir()
+    (root / "x.bin").write_bytes(b"1234")
+    d = heddle.Dir.from_local(root).upload()
+    (root / "x.bin").unlink()  # gone after the upload: the stored Dir does not care
+    back = decode(encode(d, heddle.Dir), heddle.Dir)
+    [f] = list(back.walk())
+    assert (f.name, f.size, f.read_bytes()) == ("x.bin", 4, b"1234")
+
+
+def test_file_removed_before_upload_raises_naming_it(home: Path, tmp_path: Path) -> None:
+    path = tmp_path / "out.csv"
+    path.write_text("a,b\n")
+    f = heddle.File.from_local(path)
+    path.unlink()
+    with pytest.raises(heddle.StorageError, match=f"{path}.* no longer exists.*upload"):
+        f.upload()
+    with pytest.raises(heddle.TypeMismatchError, match=r"out\.csv"):
+        encode(f, heddle.File)
+
+
+def test_a_stored_handle_passed_for_a_frame_is_not_read_or_written_again(home: Path) -> None:
+    handle = heddle.DataFrame.from_df(pd.DataFrame({"a": range(10)})).upload()
+    plain = msgspec.msgpack.decode(encode(handle, pd.DataFrame))
+    assert plain["k"] == handle.parts[0] and plain["rows"] == 10
+    frame = decode(encode(handle, pd.DataFrame), pd.DataFrame)
+    assert frame["a"].tolist() == list(range(10))
+    # A frame this process decoded, passed on as a handle, keeps its blob too.
+    again = decode(encode(frame, heddle.DataFrame), heddle.DataFrame)
+    assert again.parts == handle.parts
+    as_polars = decode(encode(frame, pl.DataFrame), pl.DataFrame)
+    assert as_polars["a"].to_list() == list(range(10))
+
+
+def test_a_series_or_a_list_is_not_taken_for_a_frame(home: Path) -> None:
+    handle = heddle.DataFrame.from_df(pd.DataFrame({"a": [1]}))
+    with pytest.raises(heddle.TypeMismatchError, match="expected Series"):
+        encode(handle, pd.Series)
+    with pytest.raises(heddle.TypeMismatchError, match="expected DataFrame, got list"):
+        encode([1, 2], heddle.DataFrame)
+    with pytest.raises(heddle.TypeMismatchError, match="expected DataFrame"):
+        encode(pd.Series([1]), heddle.DataFrame)

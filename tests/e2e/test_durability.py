@@ -7,9 +7,11 @@ counter file, so the tests see exactly which bodies ran before and after the cra
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from programs.harness import (
@@ -229,10 +231,16 @@ def test_recover_replays_recorded_traces_instead_of_running_them(
     assert all(runs[f"tokens:answer to {p}"] == 1 for p in asked_before if p != max(asked_before))
 
 
+@pytest.mark.parametrize(
+    ("root", "executor"),
+    [("sleeper", "inline"), ("sync_sleeper", "inline"), ("sync_sleeper", "process")],
+    ids=["async-task", "sync-task", "sync-task-process"],
+)
 def test_recover_sleeps_only_the_rest_of_a_durable_sleep_and_replays_now(
-    home: Path, counter: Path
+    home: Path, counter: Path, monkeypatch: pytest.MonkeyPatch, root: str, executor: str
 ) -> None:
-    proc = start("steps.py", home, "sleeper", 5)
+    monkeypatch.setenv("HEDDLE_EXECUTOR", executor)
+    proc = start("steps.py", home, root, 5)
     run_id = the_run_id(proc)
     wait_until("the sleep to start", lambda: count(run_id, "durable.sleep", "running") == 1, proc)
     time.sleep(1.5)
@@ -249,7 +257,7 @@ def test_recover_sleeps_only_the_rest_of_a_durable_sleep_and_replays_now(
     assert before == recorded_now, "durable.now() returned a new value on replay"
     assert 4.8 <= after - before <= 6.0, f"slept {after - before:.2f}s in all, wanted ~5s"
     assert took <= 4.0, f"recovery slept {took:.2f}s: the whole sleep again"
-    assert counter_lines(counter)["sleeper"] == 2
+    assert counter_lines(counter)[root] == 2
 
 
 @pytest.mark.slow
@@ -299,3 +307,73 @@ def test_a_recovered_run_closes_what_its_dead_driver_left_running_and_is_never_c
         "diverge.other": "succeeded",
         "diverge.hang": "aborted",
     }
+
+
+def _assert_summary(summary: Any, n: int) -> None:
+    assert summary.total == sum(i * 11 for i in range(n))
+    assert [c.value for c in summary.colors] == ["blue" if i % 2 else "red" for i in range(n)]
+    assert type(summary.colors[0]).__name__ == "Color"
+    assert summary.detail.level.name == "HIGH" and summary.detail.inner.value == (n - 1) * 10
+    assert [type(p).__name__ for p in summary.points] == ["Point"] * n
+
+
+@pytest.mark.parametrize("executor", ["inline", "process"])
+def test_a_script_with_postponed_annotations_runs_and_recovers(
+    home: Path, counter: Path, monkeypatch: pytest.MonkeyPatch, executor: str
+) -> None:
+    """`from __future__ import annotations`, with the script's own dataclasses, pydantic
+    models and enums as task types: they resolve in worker processes (the script's
+    tasks travel there by value) and again when `heddle recover` loads the script."""
+    monkeypatch.setenv("HEDDLE_EXECUTOR", executor)
+    proc = start("future_types.py", home, 12)
+    run_id = the_run_id(proc)
+    wait_until("3 points to be made", lambda: count(run_id, "future.make") >= 3, proc)
+    kill(proc)
+    made_before = {i for (i,) in succeeded_inputs(run_id, "future.make")}
+    assert 3 <= len(made_before) < 12
+
+    run = heddle.recover(run_id)
+
+    _assert_summary(run.outputs(), 12)
+    runs = counter_lines(counter)
+    assert [i for i in made_before if runs[f"make:{i}"] != 1] == []
+    assert runs["summarize"] == 1
+
+
+@pytest.mark.parametrize("executor", ["inline", "process"])
+def test_a_script_with_postponed_annotations_runs_to_the_end(
+    home: Path, counter: Path, monkeypatch: pytest.MonkeyPatch, executor: str
+) -> None:
+    monkeypatch.setenv("HEDDLE_EXECUTOR", executor)
+    proc = start("future_types.py", home, 3)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "PickleFallbackWarning" not in err
+    summary = json.loads(out)
+    assert summary["colors"] == ["red", "blue", "red"]
+    assert summary["detail"] == {"level": 2, "inner": {"value": 20, "color": "red"}}
+
+
+def test_a_task_annotation_naming_an_undefined_class_fails_before_the_run_saying_what_to_do(
+    home: Path, tmp_path: Path, counter: Path
+) -> None:
+    script = tmp_path / "undefined_name.py"
+    script.write_text(
+        "from __future__ import annotations\n"
+        "import sys\n"
+        "import heddle\n"
+        "env = heddle.TaskEnvironment(name='undef')\n"
+        "@env.task\n"
+        "def use(p: Missing) -> int:\n"
+        "    return 1\n"
+        "if __name__ == '__main__':\n"
+        "    heddle.init(sys.argv[1])\n"
+        "    heddle.run(use, None)\n"
+    )
+    proc = start(script, home)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "ConfigError" in err and "'Missing' is not defined" in err
+    assert "define or import" in err
+    heddle.init(home)
+    assert heddle._sdk.run.list_runs() == []

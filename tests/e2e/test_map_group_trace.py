@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import msgspec
 import pytest
 
 import heddle
+from heddle._runtime.ids import action_id, input_hash
 from heddle._sdk.config import get_session
 
 env = heddle.TaskEnvironment(name="fan")
@@ -174,6 +176,84 @@ def test_map_refuses_bad_arguments(home: Path) -> None:
         heddle.map(one)
 
 
+@env.task
+async def scale(x: int, factor: int, offset: int = 0) -> int:
+    return x * factor + offset
+
+
+@env.task
+def tag(name: str, constant: str, batch: int) -> str:
+    return f"{name}/{constant}/{batch}"
+
+
+def test_map_binds_fixed_parameters_from_a_partial_or_keywords(executor_home: str) -> None:
+    @env.task
+    async def main(n: int) -> list[Any]:
+        xs = list(range(1, n + 1))
+        return [
+            await heddle.map(functools.partial(scale, factor=3), xs),
+            await heddle.map(scale, xs, factor=10, offset=1),
+            await heddle.map(functools.partial(scale, 2), xs),  # x fixed: maps over factor
+            await heddle.map(functools.partial(scale, factor=2), xs, [100] * n),
+            # As in Flyte's example: the fixed middle parameter is skipped, the iterables
+            # fill the parameters left, in order.
+            await heddle.map(functools.partial(tag, constant="c"), ["a", "b"], [7, 8]),
+            await heddle.map(tag, ["a"], [9], constant="k", group_name="tags"),
+        ]
+
+    run = heddle.run(main, 3)
+    assert run.outputs() == [
+        [3, 6, 9],
+        [11, 21, 31],
+        [2, 4, 6],
+        [102, 104, 106],
+        ["a/c/7", "b/c/8"],
+        ["a/k/9"],
+    ]
+    tagged = [(decoded_output(a), a.group_name) for a in children_of(run, "fan.tag")]
+    assert tagged == [("a/c/7", None), ("b/c/8", None), ("a/k/9", "tags")]
+
+
+def test_map_with_a_partial_in_a_sync_task_and_outside_a_run(executor_home: str) -> None:
+    @env.task
+    def main(n: int) -> list[int]:
+        return list(heddle.map(functools.partial(scale, factor=5), range(n), offset=1))
+
+    assert heddle.run(main, 3).outputs() == [1, 6, 11]
+    assert list(heddle.map(functools.partial(scale, factor=5), [2])) == [10]
+
+
+def test_map_refuses_what_it_cannot_bind_before_recording_anything(home: Path) -> None:
+    def plain(x: int) -> int:
+        return x
+
+    with pytest.raises(heddle.HeddleError, match=r"needs a task or a functools\.partial of one"):
+        heddle.map(functools.partial(plain), [1])
+    with pytest.raises(heddle.HeddleError, match=r"needs a task.*got <function"):
+        heddle.map(plain, [1])  # type: ignore[arg-type]
+    bad: list[tuple[Any, str]] = [
+        (lambda: heddle.map(scale, [1], factr=2), "unexpected keyword argument 'factr'"),
+        (
+            lambda: heddle.map(functools.partial(scale, factor=2), [1], factor=3),
+            "'factor' is fixed twice",
+        ),
+        (lambda: heddle.map(scale, [1], [2], [3], [4]), "4 iterables.*3 parameters left"),
+        (lambda: heddle.map(scale, [1]), "parameter 'factor': missing a value"),
+    ]
+    for make, message in bad:
+        with pytest.raises(heddle.InputError, match=message):
+            make()
+
+    @env.task
+    async def main(n: int) -> list[int]:
+        return await heddle.map(scale, ["one"], factor=2)
+
+    run = heddle.run(main, 1)
+    with pytest.raises(heddle.InputError, match="parameter 'x'"):
+        run.outputs()
+    assert children_of(run, "fan.scale") == []
+
+
 def test_map_of_many_children_records_each_in_input_order(home: Path) -> None:
     @env.task
     async def ident(i: int) -> int:
@@ -239,6 +319,99 @@ def test_group_applies_to_mapped_children(home: Path) -> None:
 
     run = heddle.run(main, 3)
     assert [a.group_name for a in children_of(run, "fan.leaf")] == ["batch"] * 3
+
+
+def test_group_of_a_call_is_decided_where_it_is_awaited(executor_home: str) -> None:
+    @env.task
+    async def leaf(x: int) -> int:
+        return x
+
+    @env.task
+    def sync_leaf(x: int) -> int:
+        return x
+
+    @env.task
+    async def main(x: int) -> list[int]:
+        made_outside = leaf(1)
+        gathered_later = [leaf(2), leaf(3)]
+        mapped_later = heddle.map(leaf, [4, 5])
+        scheduled_outside = asyncio.create_task(leaf(6))
+        with heddle.group("g"):
+            out = [await made_outside]
+            out += await asyncio.gather(*gathered_later)
+            out += await mapped_later
+            scheduled_inside = asyncio.create_task(leaf(7))
+            made_inside = leaf(8)
+            out.append(await sync_leaf.aio(9))
+            with heddle.group("inner"):
+                await ask_model("p", 10)
+                out.append(10)
+        out.append(await made_inside)  # awaited outside: not in the group
+        out.append(await scheduled_inside)  # started inside: in the group
+        out.append(await scheduled_outside)  # started outside: not in the group
+        return out
+
+    run = heddle.run(main, 0)
+    assert run.outputs() == [1, 2, 3, 4, 5, 9, 10, 8, 7, 6]
+    kids = {
+        decoded_output(a) if a.kind == "task" else a.kind: a.group_name
+        for a in run.actions()
+        if a.parent_id
+    }
+    assert kids == {
+        1: "g",
+        2: "g",
+        3: "g",
+        4: "g",
+        5: "g",
+        6: None,
+        7: "g",
+        8: None,
+        9: "g",
+        "trace": "g/inner",
+    }
+
+
+def test_call_order_not_await_order_numbers_children(executor_home: str) -> None:
+    @env.task
+    async def leaf(x: int) -> int:
+        return x
+
+    @env.task
+    async def main(x: int) -> list[int]:
+        first, second = leaf(x), leaf(x)  # identical calls: n = 0, then n = 1
+        with heddle.group("late"):
+            b = await second
+        return [await first, b]
+
+    run = heddle.run(main, 3)
+    assert run.outputs() == [3, 3]
+    first, second = children_of(run, "fan.leaf")
+    assert (first.seq, first.group_name) == (1, None)
+    assert (second.seq, second.group_name) == (2, "late")
+    # The ids come from call order: n counts identical calls when they are made.
+    root = next(a for a in run.actions() if a.parent_id is None)
+    assert first.inputs is not None
+    ih = input_hash(get_session().literals.from_literal(first.inputs))
+    n_of = {action_id(run.id, root.id, "fan.leaf", ih, n): n for n in (0, 1)}
+    assert [n_of[first.id], n_of[second.id]] == [0, 1]
+
+
+def test_sync_task_calls_inside_a_group_are_in_it(executor_home: str) -> None:
+    @env.task
+    def leaf(x: int) -> int:
+        return x
+
+    @env.task
+    def main(x: int) -> int:
+        with heddle.group("sync"):
+            total = leaf(x) + sum(heddle.map(leaf, [1, 2]))
+        return total + leaf(100)
+
+    run = heddle.run(main, 5)
+    assert run.outputs() == 108
+    groups = {decoded_output(a): a.group_name for a in children_of(run, "fan.leaf")}
+    assert groups == {5: "sync", 1: "sync", 2: "sync", 100: None}
 
 
 def test_group_name_must_be_a_non_empty_string() -> None:
@@ -405,6 +578,39 @@ def test_durable_sleep_sleeps_and_is_recorded(home: Path) -> None:
     assert step.finished_at is not None and step.finished_at - step.started_at >= 0.09
 
 
+def test_durable_sleep_called_plainly_in_a_sync_task_sleeps_durably(executor_home: str) -> None:
+    @env.task
+    def nap(seconds: float) -> float:
+        started = time.monotonic()
+        heddle.durable.sleep(seconds)  # no await: sync code, as in Flyte 2
+        return time.monotonic() - started
+
+    @env.task
+    async def main(seconds: float) -> float:
+        return await nap.aio(seconds)
+
+    run = heddle.run(main, 0.2)
+    assert 0.2 <= run.outputs() < 2.0
+    (step,) = [a for a in run.actions() if a.kind == "sleep"]
+    assert step.status == "succeeded" and step.started_at is not None
+    assert step.finished_at is not None and step.finished_at - step.started_at >= 0.19
+
+
+def test_durable_sleep_aio_and_now_aio_in_async_tasks(executor_home: str) -> None:
+    @env.task
+    async def main(seconds: float) -> list[float]:
+        before = await heddle.durable.now.aio()
+        await heddle.durable.sleep.aio(seconds)
+        await heddle.durable.sleep(dt.timedelta(seconds=seconds))  # still awaitable
+        return [before.timestamp(), heddle.durable.time()]
+
+    run = heddle.run(main, 0.1)
+    before, after = run.outputs()
+    assert after - before >= 0.2
+    kinds = sorted(a.kind for a in run.actions() if a.kind != "task")
+    assert kinds == ["now", "now", "sleep", "sleep"]
+
+
 def test_durable_sleep_in_a_sync_task_is_recorded(home: Path) -> None:
     @env.task
     def main(seconds: float) -> float:
@@ -421,14 +627,26 @@ def test_durable_sleep_in_a_sync_task_is_recorded(home: Path) -> None:
 
 def test_durable_outside_a_run_behaves_like_the_plain_calls() -> None:
     assert heddle.durable.now().tzinfo == dt.UTC
+    assert abs(heddle.durable.time() - time.time()) < 1
     started = time.monotonic()
-    asyncio.run(heddle.durable.sleep(0.02))
+    assert heddle.durable.sleep(0.02) is None  # sync code: slept right here
     assert time.monotonic() - started >= 0.02
 
+    async def in_async_code() -> dt.datetime:
+        await heddle.durable.sleep(0.02)
+        await heddle.durable.sleep.aio(0.02)
+        return await heddle.durable.now.aio()
 
-def test_durable_sleep_refuses_negative_durations() -> None:
+    started = time.monotonic()
+    assert asyncio.run(in_async_code()).tzinfo == dt.UTC
+    assert time.monotonic() - started >= 0.04
+
+
+def test_durable_sleep_refuses_bad_durations_when_called() -> None:
     with pytest.raises(heddle.ConfigError, match="non-negative"):
-        asyncio.run(heddle.durable.sleep(-1))
+        heddle.durable.sleep(-1)
+    with pytest.raises(heddle.ConfigError, match="non-negative"):
+        heddle.durable.sleep.aio(-1)  # type: ignore[unused-coroutine]
     with pytest.raises(heddle.ConfigError):
         heddle.durable.sleep_sync("1s")  # type: ignore[arg-type]
 

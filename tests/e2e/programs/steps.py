@@ -1,6 +1,6 @@
 """A task made of @heddle.trace steps, then a durable sleep between two clock reads.
 
-Usage: python steps.py HOME ROOT N    (ROOT: traced | sleeper)
+Usage: python steps.py HOME ROOT N    (ROOT: traced | sleeper | sync_sleeper)
 """
 
 import asyncio
@@ -51,8 +51,21 @@ async def sleeper(seconds: float) -> list[float]:
     return [before.timestamp(), after.timestamp()]
 
 
+@env.task
+def sync_sleeper(seconds: float) -> list[float]:
+    # A sync task calls durable.sleep plainly, as in Flyte 2: it sleeps durably right here.
+    mark("sync_sleeper")
+    before = heddle.durable.now()
+    mark(f"before:{before.timestamp()!r}")
+    heddle.durable.sleep(seconds)
+    after = heddle.durable.now()
+    return [before.timestamp(), after.timestamp()]
+
+
+ROOTS = {"traced": traced, "sleeper": sleeper, "sync_sleeper": sync_sleeper}
+
 if __name__ == "__main__":
     heddle.init(sys.argv[1])
-    root = traced if sys.argv[2] == "traced" else sleeper
+    root = ROOTS[sys.argv[2]]
     arg = int(sys.argv[3]) if sys.argv[2] == "traced" else float(sys.argv[3])
     print(heddle.run(root, arg).outputs())

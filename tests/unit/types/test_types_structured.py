@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
+import warnings
 from collections.abc import Callable
 from typing import Any, Generic, NamedTuple, NotRequired, TypedDict, TypeVar
 
+import msgspec
 import pydantic
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from heddle._errors import TypeMismatchError
-from heddle._types import decode, encode
+from heddle._types import PickleFallbackWarning, codec_for, decode, encode
 
 RoundTrip = Callable[[Any, Any], None]
 T = TypeVar("T")
@@ -168,3 +171,127 @@ def test_nested_pydantic_models_keep_bytes_tuples_and_sets() -> None:
 def test_a_dict_is_not_accepted_for_a_pydantic_model() -> None:
     with pytest.raises(TypeMismatchError, match="expected Address, got dict"):
         encode({"city": "x", "zip": b""}, Address)
+
+
+# -- enums inside models -------------------------------------------------------------
+
+
+class Color(str, enum.Enum):  # noqa: UP042 - the str mixin, as older programs write it
+    RED = "red"
+    BLUE = "blue"
+
+
+class Tone(enum.StrEnum):
+    DARK = "dark"
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+class Corner(enum.Enum):
+    SQUARE = (4, "sq")
+    TRIANGLE = (3, "tri")
+
+
+class Perm(enum.Flag):
+    R = 4
+    W = 2
+
+
+@dataclasses.dataclass
+class Paint:
+    color: Color
+    level: Level
+    corner: Corner
+    perm: Perm
+    history: list[Color]
+    by_level: dict[Level, Corner]
+
+
+class PaintModel(pydantic.BaseModel):
+    color: Color
+    level: Level
+    corner: Corner
+    perm: Perm
+    history: list[Color] = []
+    maybe: Color | None = None
+    tone: Tone = Tone.DARK
+    paint: Paint | None = None
+
+
+def _no_pickle(plain: Any) -> bool:
+    if isinstance(plain, dict):
+        return "pickle" not in plain and all(_no_pickle(v) for v in plain.values())
+    if isinstance(plain, list):
+        return all(_no_pickle(v) for v in plain)
+    return True
+
+
+def test_enums_inside_dataclasses_and_pydantic_models_are_stored_natively() -> None:
+    paint = Paint(
+        Color.BLUE,
+        Level.HIGH,
+        Corner.TRIANGLE,
+        Perm.R | Perm.W,
+        [Color.RED],
+        {Level.LOW: Corner.SQUARE},
+    )
+    model = PaintModel(
+        color=Color.RED,
+        level=Level.LOW,
+        corner=Corner.SQUARE,
+        perm=Perm.W,
+        history=[Color.BLUE, Color.RED],
+        maybe=Color.BLUE,
+        paint=paint,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PickleFallbackWarning)
+        for value, hint in ((paint, Paint), (model, PaintModel)):
+            data = encode(value, hint)
+            assert _no_pickle(msgspec.msgpack.decode(data)), msgspec.msgpack.decode(data)
+            back = decode(data, hint)
+            assert back == value
+    back = decode(encode(model, PaintModel), PaintModel)
+    assert back.color is Color.RED and back.level is Level.LOW and back.corner is Corner.SQUARE
+    assert back.history[0] is Color.BLUE and back.maybe is Color.BLUE and back.tone is Tone.DARK
+    assert back.paint is not None and back.paint.by_level == {Level.LOW: Corner.SQUARE}
+    assert msgspec.msgpack.decode(encode(model, PaintModel))["color"] == "red"
+
+
+class Aliased(pydantic.BaseModel):
+    full_name: str = pydantic.Field(alias="fullName")
+    color: Color = Color.RED
+
+
+def test_pydantic_models_with_aliases_round_trip() -> None:
+    value = Aliased(fullName="Ada", color=Color.BLUE)
+    assert decode(encode(value, Aliased), Aliased) == value
+
+
+def test_pydantic_values_stored_by_the_earlier_encoding_still_decode() -> None:
+    # Before fields were encoded by their types, a model was its python-mode dump
+    # through the dynamic codec (enum members pickled).
+    dynamic = codec_for(Any)
+    value = PaintModel(color=Color.BLUE, level=Level.HIGH, corner=Corner.TRIANGLE, perm=Perm.R)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PickleFallbackWarning)
+        dump = value.model_dump(mode="python", round_trip=True)
+        old = msgspec.msgpack.encode({k: dynamic.to_plain(v) for k, v in dump.items()})
+    assert decode(old, PaintModel) == value
+    aliased = msgspec.msgpack.encode({"full_name": "Ada", "color": "blue"})
+    assert decode(aliased, Aliased) == Aliased(fullName="Ada", color=Color.BLUE)
+
+
+class Palette(pydantic.RootModel[list[Color]]):
+    pass
+
+
+def test_pydantic_root_models_round_trip() -> None:
+    value = Palette([Color.BLUE, Color.RED])
+    back = decode(encode(value, Palette), Palette)
+    assert back == value and back.root[0] is Color.BLUE
+    anything = pydantic.RootModel[Any]({"a": (1, b"x")})
+    assert decode(encode(anything, type(anything)), type(anything)) == anything
