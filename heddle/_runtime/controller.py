@@ -454,7 +454,7 @@ class Controller:
             kind=kind,
             task_name=name,
             task_version="",
-            group_name=current_group.get(),
+            group_name=group,
             status=RUNNING,
             attempts=(prior.attempts if prior else 0) + 1,
             cached=0,
