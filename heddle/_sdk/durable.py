@@ -56,7 +56,9 @@ async def sleep(duration: float | timedelta) -> None:
     remaining = deadline - time.time()
     if remaining > 0:
         await asyncio.sleep(remaining)
-    await c.record_step(state)
+    # The deadline goes with the final record too: in a worker, ``state`` is a copy that
+    # never saw the first record, and a finished sleep without its output is not replayed.
+    await c.record_step(state, _ENC.encode(deadline))
 
 
 def sleep_sync(duration: float | timedelta) -> None:
@@ -75,7 +77,7 @@ def sleep_sync(duration: float | timedelta) -> None:
     remaining = deadline - time.time()
     if remaining > 0:
         time.sleep(remaining)
-    c.record_step_sync(state)
+    c.record_step_sync(state, _ENC.encode(deadline))  # with its deadline: see sleep()
 
 
 def now() -> datetime:
