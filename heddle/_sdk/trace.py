@@ -24,8 +24,8 @@ class Traced:
 
     An object of an importable class rather than a closure: a script's tasks travel
     to worker processes pickled by value, and this pickles as "trace(fn, name)".
-    Its name is fixed where it is defined and travels with it: a worker that gets the
-    function by value cannot tell which file or module it came from.
+    Its name is fixed where it is defined and travels with it: a worker gets a script's
+    function by value, away from the script's __main__ and maybe from its file.
     """
 
     def __init__(self, fn: Callable[..., Any], name: str | None = None) -> None:
