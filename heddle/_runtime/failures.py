@@ -106,6 +106,9 @@ class RemoteTraceback(Exception):
         self.action_id = action_id
         self.traceback = failure.traceback
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RemoteTraceback, (self.failure, self.task, self.action_id))
+
     def __str__(self) -> str:
         where = f"in heddle task {self.task!r}" + (
             f" (action {self.action_id})" if self.action_id else ""
@@ -218,7 +221,7 @@ _STDLIB_FILE = re.compile(r"[/\\]lib[/\\]python3\.\d+[/\\](?!site-packages|dist-
 _FRAME = re.compile(r'^  File "(?P<file>[^"]*)", line \d+')
 
 
-def is_heddle_file(filename: str) -> bool:
+def _is_heddle_file(filename: str) -> bool:
     return filename.startswith(_HEDDLE_DIR) or _HEDDLE_FILE.search(filename) is not None
 
 
@@ -240,7 +243,7 @@ def user_traceback(text: str) -> str:
         frame = _FRAME.match(line)
         if frame is not None:
             file = frame["file"]
-            if is_heddle_file(file):
+            if _is_heddle_file(file):
                 skipping = in_heddle = True
             elif in_heddle and _is_stdlib_file(file):
                 skipping = True
