@@ -23,6 +23,7 @@ from heddle._errors import (
     TypeMismatchError,
     WorkerLostError,
 )
+from heddle._runtime.failures import RemoteTraceback
 from heddle._runtime.spec import Cache, OOMRetry, Resources, RetryStrategy, Secret, Timeout
 from heddle._sdk import report
 from heddle._sdk.config import init
@@ -53,6 +54,7 @@ __all__ = [
     "OOMError",
     "OOMRetry",
     "RecoveryError",
+    "RemoteTraceback",
     "ResourceError",
     "Resources",
     "RetryStrategy",

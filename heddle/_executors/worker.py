@@ -345,9 +345,11 @@ def cancel_leftover_tasks(loop: asyncio.AbstractEventLoop) -> None:
 
 def failure_payload(exc: BaseException, task_name: str, memory_limit: int | None) -> str:
     """A failed attempt as a worker reports it; a MemoryError (the address-space limit
-    set for the attempt) is the task running out of memory."""
+    set for the attempt) is the task running out of memory, caused where it ran out."""
     if isinstance(exc, MemoryError):
-        exc = OOMError(task_name, memory_limit, None)
+        oom = OOMError(task_name, memory_limit, None)
+        oom.__cause__ = exc
+        exc = oom
     return failures.failure_of(exc).to_json()
 
 

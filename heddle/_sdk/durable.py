@@ -68,7 +68,9 @@ async def _sleep_async(seconds: float) -> None:
     remaining = deadline - _time.time()
     if remaining > 0:
         await asyncio.sleep(remaining)
-    await c.record_step(state)
+    # The deadline goes with the final record too: in a worker, ``state`` is a copy that
+    # never saw the first record, and a finished sleep without its output is not replayed.
+    await c.record_step(state, _ENC.encode(deadline))
 
 
 def _sleep_blocking(seconds: float) -> None:
@@ -85,7 +87,7 @@ def _sleep_blocking(seconds: float) -> None:
     remaining = deadline - _time.time()
     if remaining > 0:
         _time.sleep(remaining)
-    c.record_step_sync(state)
+    c.record_step_sync(state, _ENC.encode(deadline))  # with its deadline: see _sleep_async
 
 
 class _Sleep:

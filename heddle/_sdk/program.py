@@ -14,6 +14,7 @@ from types import ModuleType
 from typing import Any
 
 from heddle._errors import RecoveryError
+from heddle._sdk.origin import PROGRAM_MODULE, has_source_file
 from heddle._sdk.task import Task
 
 
@@ -22,9 +23,12 @@ def describe(task: Task[Any, Any]) -> str:
     fn = task.fn
     module = fn.__module__
     try:
-        file = str(Path(inspect.getfile(fn)).resolve())
+        source = inspect.getfile(fn)
     except (TypeError, OSError):
-        file = None
+        source = ""
+    # Code with no file (a notebook, stdin, -c) is recorded without one: it can only be
+    # found again in the __main__ of a session that defines it.
+    file = str(Path(source).resolve()) if has_source_file(source) else None
     return json.dumps(
         {
             "module": module,
@@ -41,12 +45,12 @@ def load_file(path: str | os.PathLike[str]) -> ModuleType:
     file = Path(path).resolve()
     if not file.is_file():
         raise FileNotFoundError(f"no such Python file: {file}")
-    name = file.stem if file.stem.isidentifier() else "heddle_program"
+    name = file.stem if file.stem.isidentifier() else PROGRAM_MODULE
     existing = sys.modules.get(name)
     if existing is not None and getattr(existing, "__file__", None) == str(file):
         return existing
     if existing is not None:
-        name = "heddle_program_" + hashlib.blake2b(str(file).encode(), digest_size=6).hexdigest()
+        name = f"{PROGRAM_MODULE}_" + hashlib.blake2b(str(file).encode(), digest_size=6).hexdigest()
     spec = importlib.util.spec_from_file_location(name, file)
     if spec is None or spec.loader is None:
         raise RecoveryError(f"cannot import {file}")
@@ -105,6 +109,14 @@ def load(program_json: str) -> Task[Any, Any]:
                 module = importlib.import_module(module_name)
             except ImportError:
                 module = None
+    if module is None and module_name == "__main__" and not _names_a_file(file):
+        module = _main_defining(qualname, program["task"])
+        if module is None:
+            raise RecoveryError(
+                f"task {program['task']!r} was started from code with no file (a notebook, "
+                "stdin or python -c), so only that code can recover it: run it again and "
+                "call heddle.recover(RUN) in the same session"
+            )
     if module is None:
         if not file or not Path(file).is_file():
             raise RecoveryError(f"cannot find the code of task {program['task']!r}: {file} is gone")
@@ -113,6 +125,23 @@ def load(program_json: str) -> Task[Any, Any]:
         return _task_in(module, qualname, program["task"])
     except LookupError as exc:
         raise RecoveryError(str(exc)) from None
+
+
+def _names_a_file(file: str | None) -> bool:
+    # Runs recorded before code with no file was recorded as such hold "<cwd>/<stdin>".
+    return bool(file) and not Path(file or "").name.startswith("<")
+
+
+def _main_defining(qualname: str, name: str) -> ModuleType | None:
+    """This session's __main__ if it defines the task (a notebook, stdin, python -c)."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        return None
+    try:
+        _task_in(main, qualname, name)
+    except LookupError:
+        return None
+    return main
 
 
 def find_by_ref(module_name: str, file: str | None, qualname: str, name: str) -> Task[Any, Any]:

@@ -35,6 +35,7 @@ from heddle._runtime.spec import (
     to_retry,
     to_timeout,
 )
+from heddle._sdk.origin import SCRIPT_MODULES, code_fingerprint, dumps_by_value
 from heddle._sdk.signature import CallCodec
 
 if TYPE_CHECKING:
@@ -69,8 +70,10 @@ def _source_of(fn: Callable[..., Any]) -> str:
     try:
         return textwrap.dedent(inspect.getsource(fn))
     except (OSError, TypeError):
+        # Code with no file (stdin, -c, exec): what it compiles to, told the same way in
+        # every process, so a recovered run finds its tasks' versions unchanged.
         code = getattr(fn, "__code__", None)
-        return repr(code.co_code) + repr(code.co_consts) if code is not None else repr(fn)
+        return code_fingerprint(code) if code is not None else repr(fn)
 
 
 @dataclass(frozen=True)
@@ -202,12 +205,8 @@ class Task(Generic[P, R]):
         pickled = None
         # Functions of a script (__main__) or of a local scope travel by value, so a
         # worker never re-imports — and so never re-runs — the user's script.
-        if (
-            "<locals>" in fn.__qualname__
-            or file is None
-            or fn.__module__ in ("__main__", "__mp_main__")
-        ):
-            pickled = cloudpickle.dumps((fn, self.env))
+        if "<locals>" in fn.__qualname__ or file is None or fn.__module__ in SCRIPT_MODULES:
+            pickled = dumps_by_value((fn, self.env))
         return TaskRef(
             fn.__module__, file, fn.__qualname__, self.name, self.options, pickled, self.version
         )

@@ -9,46 +9,33 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from heddle._runtime.context import current_action
+from heddle._sdk.origin import module_identity
 from heddle._sdk.signature import CallCodec
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def _module_of(fn: Callable[..., Any]) -> str:
-    """A module name that is the same wherever the function runs.
-
-    A script is "__main__" when started, "__mp_main__" in a worker, and named after
-    its file when ``heddle recover`` loads it: name it after its file every time,
-    so a trace's id does not depend on how its code was loaded.
-    """
-    module = fn.__module__
-    if module in ("__main__", "__mp_main__") or module.startswith("heddle_program"):
-        code = getattr(fn, "__code__", None)
-        if code is not None:
-            return Path(code.co_filename).stem
-    return module
-
-
 class Traced:
     """A function whose calls inside a run are recorded and replayed.
 
     An object of an importable class rather than a closure: a script's tasks travel
-    to worker processes pickled by value, and this pickles as "trace(fn)".
+    to worker processes pickled by value, and this pickles as "trace(fn, name)".
+    Its name is fixed where it is defined and travels with it: a worker gets a script's
+    function by value, away from the script's __main__ and maybe from its file.
     """
 
-    def __init__(self, fn: Callable[..., Any]) -> None:
+    def __init__(self, fn: Callable[..., Any], name: str | None = None) -> None:
         self.fn = fn
-        self.name = f"{_module_of(fn)}.{fn.__qualname__}"
+        self.name = name or f"{module_identity(fn)}.{fn.__qualname__}"
         self.codec = CallCodec(fn, f"trace {fn.__qualname__}")
         functools.update_wrapper(self, fn)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Traced, (self.fn,))
+        return (Traced, (self.fn, self.name))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if inspect.iscoroutinefunction(self.fn):

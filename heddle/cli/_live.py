@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 import traceback
-from pathlib import Path
 from typing import Any
 
 import click
@@ -19,10 +18,10 @@ from rich.text import Text
 
 import heddle
 from heddle._runtime.controller import Stats
-from heddle.cli import _console
+from heddle._store import ActionRecord
+from heddle.cli import _console, _failure
 
 _REFRESH_SECONDS = 0.125
-_HEDDLE_DIR = str(Path(heddle.__file__).resolve().parent)
 
 
 def _counts(stats: Stats) -> Text:
@@ -119,12 +118,14 @@ def report(run: heddle.Run, *, json_output: bool) -> int:
 
 def _print_failure(run: heddle.Run, exc: BaseException) -> None:
     err = _console.stderr()
+    path: list[ActionRecord] = []
     try:
         rec = run.record
         status, tb = rec.status, ""
         failure = _console.parse_failure(rec.error)
         if failure is not None:
             tb = failure.traceback
+        path = _failure.failing_path(run.actions(), rec.root_action_id)
     except heddle.HeddleError:
         status, tb = "failed", ""
     if isinstance(exc, heddle.TaskError):
@@ -135,39 +136,16 @@ def _print_failure(run: heddle.Run, exc: BaseException) -> None:
         type_name, message = _qualified(type(exc)), str(exc)
     if not tb and exc.__traceback__ is not None:
         tb = "".join(traceback.format_exception(exc))
-    user_tb = user_frames(tb)
+    user_tb = _failure.traceback_text(tb)
     if user_tb:
-        err.print(Text(user_tb.rstrip(), style="grey62"), highlight=False)
+        err.print(Text(user_tb, style="grey62"), highlight=False, soft_wrap=True)
     err.print(
         Text.assemble("run ", (run.id, "bold"), " ", _console.status_text(status)),
         highlight=False,
     )
     err.print(Text(f"{type_name}: {message}", style="bold red"), highlight=False)
+    _failure.print_where(err, run.id, run.url, path)
 
 
 def _qualified(t: type[Any]) -> str:
     return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
-
-
-def user_frames(tb: str) -> str:
-    """A formatted traceback without Heddle's own frames, which say nothing about the user's bug.
-
-    Also drops the trailing exception line, which the caller prints itself.
-    """
-    if not tb.strip():
-        return ""
-    kept: list[str] = []
-    skipping = False
-    for line in tb.splitlines():
-        if line.startswith('  File "'):
-            skipping = line[len('  File "') :].startswith(_HEDDLE_DIR)
-            if not skipping:
-                kept.append(line)
-            continue
-        if line.startswith("    ") and skipping:
-            continue
-        skipping = False
-        if line.startswith("Traceback") or line.startswith("    "):
-            kept.append(line)
-    has_frames = any(line.startswith('  File "') for line in kept)
-    return "\n".join(kept) if has_frames else ""

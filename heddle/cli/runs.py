@@ -17,7 +17,7 @@ from rich.text import Text
 from heddle._runtime.driver import owner_alive
 from heddle._sdk.config import Session, get_session
 from heddle._store import ActionRecord, AttemptRecord, RunRecord
-from heddle.cli import _console
+from heddle.cli import _console, _failure
 from heddle.cli._tree import ActionTree, status_summary
 
 STATUSES = ("queued", "running", "succeeded", "failed", "aborted")
@@ -114,7 +114,7 @@ def show_run(run_id: str, children: int, json_output: bool) -> None:
         return
     out = _console.stdout()
     for line in _header(session, rec, actions):
-        out.print(line, highlight=False)
+        out.print(line, highlight=False, soft_wrap=True)  # a traceback's paths stay whole
     out.print()
     title = Text("actions", style="bold")
     out.print(ActionTree(actions, attempts, limit=children).render(rec.root_action_id, title))
@@ -153,6 +153,12 @@ def _header(session: Session, rec: RunRecord, actions: list[ActionRecord]) -> li
                 (f"{failure.type_name}: {_console.one_line(failure.message, 200)}", "bold red"),
             )
         )
+        path = _failure.failing_path(actions, rec.root_action_id)
+        if path:
+            lines.append(Text.assemble(("failed in ", "grey50"), _failure.path_text(path)))
+        user_tb = _failure.traceback_text(failure.traceback)
+        if user_tb:
+            lines.append(Text(user_tb, style="grey62"))
     if _driver_gone(rec):
         lines.append(Text(f"its driver is gone: `heddle recover {rec.id}` resumes it", "yellow"))
     return lines

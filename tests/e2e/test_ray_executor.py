@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from programs import frames
 
 import heddle
 from heddle._sdk.config import get_session
@@ -218,6 +220,28 @@ def test_user_errors_keep_their_type_and_use_the_tasks_retries(
     assert run.outputs() == "second attempt"
     (attempts,) = _attempts(run).values()
     assert attempts == [(1, "failed", "user"), (2, "succeeded", "")]
+
+
+def test_a_failing_tasks_traceback_names_the_users_file_and_line(ray_home: RayCluster) -> None:
+    failing = _import_failing()
+    run = heddle.run(failing.main)
+    with pytest.raises(ValueError) as info:
+        run.outputs()
+    frames.assert_user_traceback("".join(traceback.format_exception(info.value)), frames.MAIN)
+    (leaf,) = [a for a in run.actions() if a.task_name == "failing.leaf"]
+    assert leaf.error is not None
+    frames.assert_user_traceback(json.loads(leaf.error)["traceback"])
+    caught = heddle.run(failing.catcher).outputs()
+    frames.assert_user_traceback(caught, frames.CAUGHT)
+
+
+def _import_failing() -> Any:
+    sys.path.insert(0, str(frames.FAILING.parent))
+    try:
+        import failing
+    finally:
+        sys.path.remove(str(frames.FAILING.parent))
+    return failing
 
 
 def test_a_task_past_its_memory_limit_is_an_oom_error_the_caller_can_catch(

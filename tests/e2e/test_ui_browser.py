@@ -181,7 +181,18 @@ def test_run_tree_timeline_action_and_report(server: LiveServer, page: Any) -> N
     attempts = page.locator("#attempts tbody tr.s-failed")
     expect(attempts).to_contain_text("failed")
     expect(page.locator("#attempts")).to_contain_text("ConnectionError")
+    # The failed attempt's traceback shows where the task raised, in the user's file.
+    attempt_error = page.locator("#attempts tr.attempt-error").first
+    attempt_error.locator("summary").click()
+    expect(attempt_error.locator("pre.traceback")).to_contain_text(
+        f'test_ui_browser.py", line {_line_of("raise ConnectionError")}, in fetch'
+    )
     expect(page.locator("#logs")).to_have_text("no logs captured")
+
+
+def _line_of(text: str) -> int:
+    lines = Path(__file__).read_text().splitlines()
+    return next(i for i, line in enumerate(lines, 1) if line.strip().startswith(text))
 
 
 def test_abort_button_stops_a_live_run(server: LiveServer, page: Any) -> None:
