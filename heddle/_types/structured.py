@@ -211,9 +211,24 @@ class PydanticCodec(Codec):
     def to_plain(self, value: Any, path: str = "") -> Any:
         if type(value) is not self.hint:
             raise _wrong_class(self, value, path)
-        dump = value.model_dump(mode="python", round_trip=True)
+        # Serializer warnings off: the check below reports a bad field with its place.
+        dump = value.model_dump(mode="python", round_trip=True, warnings=False)
+        self._check_valid(value, dump, path)
         to_plain = self._dynamic.to_plain
         return {k: to_plain(v) for k, v in dump.items()}
+
+    def _check_valid(self, value: Any, dump: dict[str, Any], path: str) -> None:
+        """Refuse a model that would not validate when decoded (``model_construct`` skips
+        validation), so it fails at the call instead of in the task that receives it."""
+        import pydantic
+
+        try:
+            self.hint.model_validate(dump)
+        except pydantic.ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+            given = f"{describe(first.get('input'))} ({first['msg']})"
+            raise TypeMismatchError(f"a valid {type_name(self.hint)}", given, path + loc) from None
 
     def from_plain(self, plain: Any) -> Any:
         from_plain = self._dynamic.from_plain
