@@ -19,7 +19,7 @@ from heddle._sdk import program
 from heddle._sdk.config import EXECUTORS
 from heddle._sdk.task import Task
 from heddle._types.storable import text_problem
-from heddle.cli import _live, _params
+from heddle.cli import _console, _live, _params
 
 # heddle's own options for `run`; a task parameter of the same name wins, and the option
 # then moves to --run-<name>.
@@ -59,18 +59,17 @@ def _import_file(path: str) -> ModuleType:
         raise click.UsageError(f"cannot import {path}{at}: {type(exc).__name__}: {exc}") from None
 
 
-def _exited(path: str, code: object) -> click.ClickException:
+def _exited(path: str, code: object) -> click.exceptions.Exit:
+    """Say that the program ended itself at import, and exit with its code (2, a usage
+    error, when it "succeeded" or gave a message: no run was started either way)."""
     if code is None or isinstance(code, int):
-        error = click.ClickException(
+        _console.error(
             f"program {path} exited with code {code or 0} while being imported "
             '(keep sys.exit() under `if __name__ == "__main__":`)'
         )
-        # Its own code when it failed; a usage error when it "succeeded" without a run.
-        error.exit_code = code if isinstance(code, int) and 0 < code < 256 else 2
-        return error
-    error = click.ClickException(f"program {path} exited while being imported: {code}")
-    error.exit_code = 2
-    return error
+        return click.exceptions.Exit(code if isinstance(code, int) and 0 < code < 256 else 2)
+    _console.error(f"program {path} exited while being imported: {code}")
+    return click.exceptions.Exit(2)
 
 
 def _not_utf8(args: list[str]) -> str | None:
