@@ -91,9 +91,7 @@ def test_json_nested_too_deep_is_a_usage_error(home: Path, task: str) -> None:
 @pytest.mark.parametrize(
     ("task", "option"), [("text", "--s"), ("anything", "--x"), ("ints", "--xs")]
 )
-def test_an_argument_that_is_not_utf8_is_a_usage_error(
-    home: Path, task: str, option: str
-) -> None:
+def test_an_argument_that_is_not_utf8_is_a_usage_error(home: Path, task: str, option: str) -> None:
     proc = sh(home, "run", EDGES, task, option, b"caf\xe9")
     assert proc.returncode == 2, proc.stderr
     err = proc.stderr.decode()
