@@ -24,6 +24,7 @@ from heddle._runtime import failures
 from heddle._runtime.cache import OutputCache, cache_key_of
 from heddle._runtime.calls import PreparedCall, admit, prepare_call
 from heddle._runtime.context import ActionContext, current_group
+from heddle._runtime.healing import name_producer, recorded_output
 from heddle._runtime.ids import action_id, input_hash
 from heddle._runtime.journal import ActionState, AttemptState, Journal
 from heddle._runtime.literals import LiteralStore
@@ -175,9 +176,10 @@ class Controller:
             and prior.status == SUCCEEDED
             and prior.output is not None
             and prior.task_version == spec.version
+            and (out := await recorded_output(self, call, prior)) is not None
         ):
             self.stats.replayed += 1
-            return self.literals.from_literal(prior.output)
+            return out
         now = time.time()
         state = ActionState(
             id=call.action_id,
@@ -291,6 +293,7 @@ class Controller:
                     raise
                 except Exception as exc:
                     self.stats.running -= 1
+                    await name_producer(self, exc)
                     failure = failures.failure_of(exc)
                     kind = failure.kind
                     budget = kind

@@ -379,3 +379,5 @@ class TaskSpec:
     # How a worker process finds this task again (heddle._sdk.task.TaskRef).
     ref: Any = None
     secrets: tuple[Secret, ...] = ()
+    # The codec of the output, to find the blobs a recorded output refers to.
+    output_codec: Any = None

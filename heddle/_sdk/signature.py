@@ -51,6 +51,11 @@ class CallCodec:
         self._arity = len(self.param_names)
         self._pairs = tuple(zip(self.param_names, self._codecs, strict=True))
 
+    @property
+    def output_codec(self) -> _types.Codec:
+        """The codec of the return value (what the runtime walks for blob references)."""
+        return self._out_codec
+
     def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Match call arguments to parameters, with defaults; InputError if they don't fit."""
         if not kwargs and len(args) == self._arity and self._plain_positional:

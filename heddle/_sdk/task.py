@@ -188,6 +188,7 @@ class Task(Generic[P, R]):
             oom=options.oom,
             ref=_LazyRef(self),
             secrets=env.secrets,
+            output_codec=self.codec.output_codec,
         )
 
     def __repr__(self) -> str:

@@ -39,6 +39,8 @@ T = TypeVar("T")
 _BLOB_PREFIX = "blobs"
 _CORRUPT_PREFIX = "corrupt"  # where blobs whose bytes went bad are kept, for a post-mortem
 SMALL = 4 * 2**20  # files up to this size are read whole and put in one request
+# Local blobs up to this size are hashed when recorded outputs are checked (check()).
+CHECK_HASH_BYTES = 64 * 2**20
 
 
 def blob_key(data: bytes) -> str:
@@ -258,6 +260,27 @@ class BlobStore:
             raise StorageError(f"cannot reach {self.url}: {exc}") from exc
         except Exception as exc:
             raise StorageError(f"cannot reach {self.url}: {exc}") from exc
+
+    def check(self, key: str, size: int | None = None) -> None:
+        """Raise BlobMissingError or BlobCorruptError unless the blob is in place, of
+        ``size`` bytes if given, and — where that is cheap: a local file up to
+        CHECK_HASH_BYTES, a remote blob up to SMALL (then kept in the cache) — unless
+        its bytes hash to its key. For checking recorded outputs before they are
+        replayed: existence and size catch lost and truncated blobs, the hash the rest.
+        """
+        try:
+            actual_size = self.size(key)
+        except BlobMissingError:
+            self._forget(key)
+            raise
+        if size is not None and actual_size != size:
+            self._set_aside(key)
+            raise BlobCorruptError(key, f"<{actual_size} bytes, not {size}>")
+        if self.root is not None:
+            if actual_size <= CHECK_HASH_BYTES:
+                self._verify_local(key, self.root / _key_to_path(key))
+        elif actual_size <= SMALL:
+            self._cached(key)
 
     def open(self, key: str) -> VerifyingReader:
         """Stream a blob; reading it to the end verifies it (BlobCorruptError at EOF)."""

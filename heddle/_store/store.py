@@ -473,6 +473,11 @@ class Store:
                     out[key] = bytes(output)
         return out
 
+    def cache_delete(self, key: str) -> None:
+        """Forget one cached output (its blobs were lost: it must be computed again)."""
+        with self._write("update the cache") as conn:
+            conn.execute(cache_entries.delete().where(cache_entries.c.key == key))
+
     def cache_clear(self, task_name: str | None = None) -> int:
         stmt = cache_entries.delete()
         if task_name is not None:
