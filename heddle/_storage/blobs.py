@@ -110,7 +110,7 @@ class BlobStore:
 
     async def put_async(self, data: bytes) -> str:
         key = blob_key(data)
-        if self._remembered(key, len(data)):
+        if await asyncio.to_thread(self._remembered, key, len(data)):
             return key
         try:
             await obstore.put_async(self._store, _key_to_path(key), data)
@@ -204,7 +204,7 @@ class BlobStore:
             raise StorageError(f"cannot read {p}: {exc}") from exc
         memo = (str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
         known = self._uploaded.get(memo)
-        if known is not None:
+        if known is not None and self._in_place(known, st.st_size):
             return known
         if st.st_size <= SMALL:
             # One read, one request: the key is known before the upload starts.
@@ -230,23 +230,18 @@ class BlobStore:
     # -- verified reads ----------------------------------------------------------------
 
     def exists(self, key: str) -> bool:
+        """Whether the blob is in the store now (asked, not remembered: another process
+        may have set it aside)."""
         path = _key_to_path(key)
         if self.root is not None:
-            # A stat, not the memo: another process may have set the blob aside.
-            found = (self.root / path).is_file()
-        elif key in self._known:
+            return (self.root / path).is_file()
+        try:
+            obstore.head(self._store, path)
             return True
-        else:
-            try:
-                obstore.head(self._store, path)
-                found = True
-            except FileNotFoundError:
-                found = False
-            except Exception as exc:
-                raise StorageError(f"cannot reach {self.url}: {exc}") from exc
-        if found:
-            self._known.add(key)
-        return found
+        except FileNotFoundError:
+            return False
+        except Exception as exc:
+            raise StorageError(f"cannot reach {self.url}: {exc}") from exc
 
     def size(self, key: str) -> int:
         path = _key_to_path(key)
@@ -468,19 +463,25 @@ class BlobStore:
 
     def _remembered(self, key: str, size: int) -> bool:
         """Whether a blob this process wrote or read is still in place, so a put can skip
-        it: a stat for a local store; a remote blob is trusted (a request per put would
-        cost more than the upload it saves, for the small values put takes)."""
+        it. Checked (a stat, or a HEAD request without a body), not trusted: another
+        process may have set it aside, and the put is what makes it again."""
         if key not in self._known:
             return False
-        if self.root is None:
+        if self._in_place(key, size):
             return True
-        try:
-            if (self.root / _key_to_path(key)).stat().st_size == size:
-                return True
-        except OSError:
-            pass
         self._known.discard(key)
         return False
+
+    def _in_place(self, key: str, size: int) -> bool:
+        path = _key_to_path(key)
+        try:
+            if self.root is not None:
+                return (self.root / path).stat().st_size == size
+            return int(obstore.head(self._store, path)["size"]) == size
+        except FileNotFoundError:
+            return False
+        except Exception as exc:
+            raise StorageError(f"cannot reach {self.url}: {exc}") from exc
 
     def _forget(self, key: str) -> None:
         self._known.discard(key)

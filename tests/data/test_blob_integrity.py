@@ -160,3 +160,21 @@ def test_the_table_preview_reports_a_corrupt_table(server: LiveServer) -> None:
     flip_a_byte(session.blobs, key, at=len(buf.getvalue()) // 2)
     preview = view_of_literal(session.literals, literal, st.blob_link)["preview"]
     assert "BlobCorruptError" in preview["error"] and key in preview["error"]
+
+
+def test_a_put_writes_again_a_blob_another_process_set_aside(
+    any_storage: str, tmp_path: Path
+) -> None:
+    store = blobs()
+    small, big = os.urandom(5000), tmp_path / "big.bin"
+    big.write_bytes(os.urandom(5 * 2**20))
+    keys = [store.put(small), store.put_file(big)]
+    other = BlobStore(store.url, cache_dir=tmp_path / "other-cache")  # another process
+    for key in keys:
+        flip_a_byte(other, key, at=10)
+        with pytest.raises(heddle.BlobCorruptError):
+            other.get(key)
+    assert not any(store.exists(k) for k in keys)
+    # This process remembers writing them; it must not trust that memory.
+    assert [store.put(small), store.put_file(big)] == keys
+    assert store.get(keys[0]) == small and store.get(keys[1]) == big.read_bytes()
