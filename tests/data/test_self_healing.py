@@ -112,13 +112,15 @@ def test_recovery_runs_the_producer_of_a_lost_blob_again(
     assert blobs().exists(lost), "the blob was made again"
 
 
+@pytest.mark.parametrize("executor", ["inline", "process"])
 def test_a_task_reading_a_corrupt_input_names_its_producer_and_the_next_recovery_heals(
-    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, executor: str
 ) -> None:
     # A corrupt blob too large to hash before replay (here: any size) is found only
     # when a task reads it.
     monkeypatch.setattr("heddle._storage.blobs.CHECK_HASH_BYTES", 0)
-    run, flag = failed_first_run(tmp_path)
+    monkeypatch.setenv("HEDDLE_EXECUTOR", executor)
+    run, flag = failed_first_run(tmp_path, executor)
     lost = output_blob(run, "make_array")
     lose(lost, "corrupt")
     flag.unlink()
