@@ -128,7 +128,7 @@ class BlobStore:
                 data = self._get_bytes(key)
                 if blob_key(data) == key:
                     return data
-            self._set_aside(key)
+            self._set_aside(key, confirmed=self.root is None)
             raise BlobCorruptError(key, actual)
         return data
 
@@ -442,7 +442,7 @@ class BlobStore:
             actual = self._fetch_once(key, dest)
         if actual != key:
             dest.unlink(missing_ok=True)
-            self._set_aside(key)
+            self._set_aside(key, confirmed=True)
             raise BlobCorruptError(key, actual)
 
     def _fetch_once(self, key: str, dest: Path) -> str:
@@ -494,24 +494,31 @@ class BlobStore:
         if self.root is None:
             (self.cache_dir / _key_to_path(key)).unlink(missing_ok=True)
 
-    def _set_aside(self, key: str) -> None:
+    def _set_aside(self, key: str, confirmed: bool = False) -> None:
         """Move a corrupt blob to ``corrupt/`` so that it reads as missing from now on
-        and a producer can write it again. Best effort; checks the blob is still bad
-        first, so a blob that was just written again whole is left alone."""
+        and a producer can write it again. Best effort. Unless the caller ``confirmed``
+        it (read it twice), the blob is hashed once more first, so a blob that was just
+        written again whole is left alone."""
         self._forget(key)
         path = _key_to_path(key)
         aside = f"{_CORRUPT_PREFIX}/{key.partition(':')[2]}.{uuid.uuid4().hex[:8]}"
         if self.root is not None:
             source = self.root / path
             with contextlib.suppress(OSError):
-                if hash_file(source) != key:
+                if confirmed or hash_file(source) != key:
                     (self.root / _CORRUPT_PREFIX).mkdir(parents=True, exist_ok=True)
                     os.replace(source, self.root / aside)
             return
         self._drop_cached(key)
         with contextlib.suppress(Exception):
-            if blob_key(bytes(obstore.get(self._store, path).bytes())) != key:
+            if confirmed or self._remote_hash(path) != key:
                 obstore.rename(self._store, path, aside)
+
+    def _remote_hash(self, path: str) -> str:
+        h = hashlib.sha256()
+        for chunk in obstore.get(self._store, path).stream(min_chunk_size=CHUNK):
+            h.update(chunk)
+        return "sha256:" + h.hexdigest()
 
     # Used by BlobWriter when it finishes. A blob already in place is kept (content
     # addressing), unless its size shows it is not what was just written.
