@@ -293,7 +293,7 @@ class Controller:
                     raise
                 except Exception as exc:
                     self.stats.running -= 1
-                    await name_producer(self, exc)
+                    await name_producer(self, call, exc)
                     failure = failures.failure_of(exc)
                     kind = failure.kind
                     budget = kind

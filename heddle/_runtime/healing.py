@@ -12,6 +12,7 @@ aside by the store, so the next recovery makes it again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -89,9 +90,10 @@ def _what(exc: LostBlob) -> str:
     return f"blob {exc.key}, which is {state}"
 
 
-async def name_producer(controller: Controller, exc: BaseException) -> None:
-    """Name, in a lost-blob error a task raised, the action of this run whose output the
-    blob belongs to, and record a run event (the failure path only: it scans the run)."""
+async def name_producer(controller: Controller, call: PreparedCall, exc: BaseException) -> None:
+    """Name, in a lost-blob error the call's task raised, the action of this run whose
+    output the blob belongs to, and record a run event (the failure path only: it scans
+    the run's actions)."""
     if not isinstance(exc, BlobMissingError | BlobCorruptError) or exc.producer is not None:
         return
     key = exc.key
@@ -100,13 +102,17 @@ async def name_producer(controller: Controller, exc: BaseException) -> None:
     def look_up() -> ActionRecord | None:
         return find_producer(store.actions_of_run(run_id), controller.literals, key)
 
-    producer = await asyncio.to_thread(look_up)
+    try:
+        producer = await asyncio.to_thread(look_up)
+    except Exception:  # best effort: the task's own error must come through unchanged
+        return
     if producer is None:
         return
     exc.name_producer(f"action {producer.id} (task {producer.task_name})")
     message = (
-        f"a task could not read {_what(exc)}; it was produced by action {producer.id} "
-        f"(task {producer.task_name}), which runs again when the run is recovered"
+        f"action {call.action_id} (task {call.spec.name}) could not read {_what(exc)}; "
+        f"it was produced by action {producer.id} (task {producer.task_name}), which runs "
+        "again when the run is recovered"
     )
 
     def record() -> None:
@@ -116,7 +122,8 @@ async def name_producer(controller: Controller, exc: BaseException) -> None:
         if producer.cache_key is not None:
             store.cache_delete(producer.cache_key)
 
-    await asyncio.to_thread(record)
+    with contextlib.suppress(Exception):
+        await asyncio.to_thread(record)
 
 
 def find_producer(
