@@ -6,6 +6,7 @@ Everything a user imports lives here; the modules behind it are private.
 from heddle import durable
 from heddle._errors import (
     BlobCorruptError,
+    BlobMissingError,
     ConfigError,
     HeddleError,
     InputError,
@@ -41,6 +42,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BlobCorruptError",
+    "BlobMissingError",
     "Cache",
     "ConfigError",
     "DataFrame",

@@ -40,12 +40,36 @@ class StorageError(HeddleError):
 
 
 class BlobCorruptError(StorageError):
-    """A blob's bytes do not match the content hash it is stored under."""
+    """A blob's bytes do not match the content hash it is stored under.
+
+    ``producer`` names the action whose output the blob belongs to, when it is known.
+    """
 
     def __init__(self, key: str, actual: str) -> None:
         super().__init__(f"blob {key!r} is corrupt: its content hashes to {actual!r}")
         self.key = key
         self.actual = actual
+        self.producer: str | None = None
+
+    def name_producer(self, producer: str) -> None:
+        """Add the producing action ("action A (task T) of run R") to the message."""
+        self.producer = producer
+        self.args = (f"{self.args[0]}; it was produced by {producer}",)
+
+
+class BlobMissingError(StorageError):
+    """A blob that a value refers to is not in the object store (deleted, or set aside
+    because its bytes were corrupt)."""
+
+    def __init__(self, key: str, where: str) -> None:
+        super().__init__(f"blob {key} is missing from {where}")
+        self.key = key
+        self.producer: str | None = None
+
+    def name_producer(self, producer: str) -> None:
+        """Add the producing action ("action A (task T) of run R") to the message."""
+        self.producer = producer
+        self.args = (f"{self.args[0]}; it was produced by {producer}",)
 
 
 class TypeMismatchError(HeddleError, TypeError):

@@ -24,6 +24,7 @@ from heddle._runtime import failures
 from heddle._runtime.cache import OutputCache, cache_key_of
 from heddle._runtime.calls import PreparedCall, admit, prepare_call
 from heddle._runtime.context import ActionContext, current_group
+from heddle._runtime.healing import name_producer, recorded_output
 from heddle._runtime.ids import action_id, input_hash
 from heddle._runtime.journal import ActionState, AttemptState, Journal
 from heddle._runtime.literals import LiteralStore
@@ -300,9 +301,10 @@ class Controller:
             and prior.status == SUCCEEDED
             and prior.output is not None
             and prior.task_version == call.spec.version
+            and (out := await recorded_output(self, call, prior)) is not None
         ):
             self.stats.replayed += 1
-            return self.literals.from_literal(prior.output)
+            return out
         me = _Running(asyncio.current_task(), call.parent_id)
         self._inflight[aid] = me
         if me.parent is not None and me.task is not None:
@@ -468,6 +470,7 @@ class Controller:
                     self._attempt_aborted(state, record, attempt)
                     raise
                 except Exception as exc:
+                    await name_producer(self, call, exc)
                     delay = self._attempt_failed(call, state, record, attempt, budgets, exc)
                     if delay is None:
                         await self.journal.durable()

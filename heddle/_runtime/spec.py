@@ -6,11 +6,13 @@ when they are made so that a bad value fails at decoration time, not mid-run.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any, Literal
 
 from heddle._errors import ConfigError
@@ -28,19 +30,51 @@ _MEMORY_UNITS = {
 }
 
 
-def parse_memory(value: int | str) -> int:
+# Bounds on requests: past them a number is a mistake (or nan/inf in disguise), and
+# schedulers doing arithmetic on it would lose capacity to float rounding.
+MAX_CPU = 1_000_000  # cores
+MAX_MEMORY = 2**60  # bytes (1 EiB)
+MAX_GPU = 4096
+# Longer than any run should wait, and below what thread waits accept (TIMEOUT_MAX).
+MAX_SECONDS = 10 * 365 * 86400.0
+
+
+def _finite(value: object) -> float | None:
+    """``value`` as a finite float, or None when it is not a real number or not finite."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an int past the float range
+        return None
+    return number if math.isfinite(number) else None
+
+
+def parse_memory(value: int | float | str) -> int:
     """Bytes from an int or a Kubernetes-style quantity such as '512Mi' or '4G'."""
     if isinstance(value, bool):
         raise ConfigError(f"memory must be bytes or a quantity like '4Gi', got {value!r}")
+    if isinstance(value, float):
+        # A float is taken only when it is a whole number of bytes (4e9, not 2.5 or nan).
+        if not value.is_integer() or math.copysign(1.0, value) < 0:
+            raise ConfigError(
+                f"memory must be a whole, non-negative number of bytes, got {value!r}"
+            )
+        value = int(value)
     if isinstance(value, int):
-        if value < 0:
+        size = value
+        if size < 0:
             raise ConfigError(f"memory must not be negative, got {value}")
-        return value
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]i?)?[bB]?\s*", str(value))
-    if not m:
-        raise ConfigError(f"memory {value!r} is not a quantity like '512Mi', '4Gi' or '2G'")
-    unit = (m.group(2) or "").lower()
-    return int(float(m.group(1)) * _MEMORY_UNITS[unit])
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]i?)?[bB]?\s*", str(value))
+        if not m:
+            raise ConfigError(f"memory {value!r} is not a quantity like '512Mi', '4Gi' or '2G'")
+        unit = (m.group(2) or "").lower()
+        # Decimal arithmetic: a long digit string must not turn into inf on the way.
+        size = int(Decimal(m.group(1)) * _MEMORY_UNITS[unit])
+    if size > MAX_MEMORY:
+        raise ConfigError(f"memory must be at most 1Ei ({MAX_MEMORY} bytes), got {value!r:.60}")
+    return size
 
 
 def parse_cpu(value: float | int | str) -> float:
@@ -48,23 +82,27 @@ def parse_cpu(value: float | int | str) -> float:
     text = str(value)
     try:
         cores = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
-    except ValueError:
-        raise ConfigError(f"cpu {value!r} is not a number of cores such as 2 or '500m'") from None
-    if isinstance(value, bool) or cores <= 0:
-        raise ConfigError(f"cpu must be positive, got {value!r}")
+    except (ValueError, OverflowError):
+        raise ConfigError(
+            f"cpu {value!r:.60} is not a number of cores such as 2 or '500m'"
+        ) from None
+    if isinstance(value, bool) or not math.isfinite(cores) or cores <= 0:
+        raise ConfigError(f"cpu must be a positive, finite number of cores, got {value!r:.60}")
+    if cores > MAX_CPU:
+        raise ConfigError(f"cpu must be at most {MAX_CPU} cores, got {value!r:.60}")
     return cores
 
 
 def seconds_of(value: float | int | timedelta | None, what: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else _finite(value)
+    if seconds is None or not 0 < seconds <= MAX_SECONDS:
         raise ConfigError(
-            f"{what} must be a positive number of seconds or a timedelta, got {value!r}"
+            f"{what} must be a positive, finite number of seconds (at most 10 years) "
+            f"or a timedelta, got {value!r:.60}"
         )
-    return float(value)
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -88,9 +126,13 @@ class Resources:
         if self.memory is not None:
             parse_memory(self.memory)
         if self.gpu is not None and (
-            isinstance(self.gpu, bool) or not isinstance(self.gpu, int) or self.gpu < 0
+            isinstance(self.gpu, bool)
+            or not isinstance(self.gpu, int)
+            or not 0 <= self.gpu <= MAX_GPU
         ):
-            raise ConfigError(f"gpu must be a non-negative integer, got {self.gpu!r}")
+            raise ConfigError(
+                f"gpu must be a whole number of GPUs from 0 to {MAX_GPU}, got {self.gpu!r:.60}"
+            )
         if self.accelerator is not None and (
             not isinstance(self.accelerator, str) or not self.accelerator.strip()
         ):
@@ -102,9 +144,11 @@ class Resources:
             for name, amount in items.items():
                 if not isinstance(name, str) or not name:
                     raise ConfigError(f"custom resource names must be strings, got {name!r}")
-                if isinstance(amount, bool) or not isinstance(amount, int | float) or amount <= 0:
+                number = _finite(amount)
+                if number is None or number <= 0:
                     raise ConfigError(
-                        f"custom resource {name!r} needs a positive amount, got {amount!r}"
+                        f"custom resource {name!r} needs a positive, finite amount, "
+                        f"got {amount!r:.60}"
                     )
             # Stored sorted, as pairs: Resources stays hashable and compares by content.
             object.__setattr__(self, "custom", tuple(sorted(items.items())))
@@ -131,9 +175,23 @@ class RetryStrategy:
     def __post_init__(self) -> None:
         if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 0:
             raise ConfigError(f"retries must be a non-negative integer, got {self.count!r}")
-        b = self.backoff.total_seconds() if isinstance(self.backoff, timedelta) else self.backoff
-        if b < 0 or self.backoff_factor < 1:
-            raise ConfigError("backoff must be >= 0 and backoff_factor >= 1")
+        b = (
+            self.backoff.total_seconds()
+            if isinstance(self.backoff, timedelta)
+            else _finite(self.backoff)
+        )
+        factor = _finite(self.backoff_factor)
+        cap = _finite(self.max_backoff)
+        if b is None or b < 0 or factor is None or factor < 1:
+            raise ConfigError(
+                "backoff must be a finite number of seconds >= 0 and backoff_factor a finite "
+                f"number >= 1, got backoff={self.backoff!r:.40}, "
+                f"backoff_factor={self.backoff_factor!r:.40}"
+            )
+        if cap is None or cap < 0:
+            raise ConfigError(
+                f"max_backoff must be a finite number of seconds >= 0, got {self.max_backoff!r:.40}"
+            )
 
     def delay(self, retry_number: int) -> float:
         """Seconds to wait before retry ``retry_number`` (1-based)."""
@@ -142,7 +200,11 @@ class RetryStrategy:
             if isinstance(self.backoff, timedelta)
             else float(self.backoff)
         )
-        return min(self.max_backoff, b * self.backoff_factor ** (retry_number - 1))
+        try:
+            grown = b * self.backoff_factor ** (retry_number - 1)
+        except OverflowError:  # many retries with a large factor: past the cap anyway
+            return float(self.max_backoff)
+        return min(float(self.max_backoff), grown)
 
 
 @dataclass(frozen=True)
@@ -243,15 +305,18 @@ class OOMRetry:
     def __post_init__(self) -> None:
         if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 0:
             raise ConfigError(f"OOMRetry count must be a non-negative integer, got {self.count!r}")
-        if self.factor <= 1:
-            raise ConfigError(f"OOMRetry factor must be > 1, got {self.factor!r}")
+        factor = _finite(self.factor)
+        if factor is None or factor <= 1:
+            raise ConfigError(
+                f"OOMRetry factor must be a finite number > 1, got {self.factor!r:.60}"
+            )
         if self.max_memory is not None:
             parse_memory(self.max_memory)
 
     def next_memory(self, current: int) -> int:
-        grown = int(current * self.factor)
-        cap = None if self.max_memory is None else parse_memory(self.max_memory)
-        return grown if cap is None else min(grown, cap)
+        grown = min(current * self.factor, MAX_MEMORY)
+        cap = MAX_MEMORY if self.max_memory is None else parse_memory(self.max_memory)
+        return min(int(grown), cap)
 
 
 def to_cache(value: Cache | str | bool | None) -> Cache | None:
@@ -314,3 +379,5 @@ class TaskSpec:
     # How a worker process finds this task again (heddle._sdk.task.TaskRef).
     ref: Any = None
     secrets: tuple[Secret, ...] = ()
+    # The codec of the output, to find the blobs a recorded output refers to.
+    output_codec: Any = None

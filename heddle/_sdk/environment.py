@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from heddle._errors import ConfigError
 from heddle._runtime.spec import Cache, OOMRetry, Resources, RetryStrategy, Secret, Timeout
+from heddle._types.storable import text_problem
 
 if TYPE_CHECKING:
     from heddle._sdk.task import Task
@@ -37,15 +38,12 @@ class TaskEnvironment:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ConfigError(f"TaskEnvironment name must be a non-empty string, got {self.name!r}")
+        problem = text_problem(self.name)
+        if problem is not None:
+            raise ConfigError(f"TaskEnvironment name {self.name!r:.60} {problem}")
         if not isinstance(self.resources, Resources):
             raise ConfigError(f"resources must be heddle.Resources(...), got {self.resources!r}")
-        bad = [
-            k
-            for k, v in dict(self.env_vars).items()
-            if not isinstance(k, str) or not isinstance(v, str)
-        ]
-        if bad:
-            raise ConfigError(f"env_vars must map str to str; bad entries: {bad!r}")
+        check_env_vars(self.env_vars)
 
     def clone_with(self, **changes: Any) -> TaskEnvironment:
         return replace(self, **changes)
@@ -99,3 +97,16 @@ class TaskEnvironment:
         if fn is not None:
             return make(fn)
         return make
+
+
+def check_env_vars(env_vars: Mapping[str, str]) -> None:
+    """Refuse variables no process environment can hold (a NUL, '=' in a name), which
+    would otherwise fail only when a worker starts the task."""
+    bad = [k for k, v in dict(env_vars).items() if not isinstance(k, str) or not isinstance(v, str)]
+    if bad:
+        raise ConfigError(f"env_vars must map str to str; bad entries: {bad!r}")
+    for k, v in env_vars.items():
+        if not k or "=" in k or "\x00" in k:
+            raise ConfigError(f"env_vars: {k!r:.60} is not an environment variable name")
+        if "\x00" in v:
+            raise ConfigError(f"env_vars: the value of {k!r:.60} contains a NUL character")

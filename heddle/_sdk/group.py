@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 from heddle._errors import ConfigError
 from heddle._runtime.context import current_group
+from heddle._types.storable import text_problem
 
 MAX_GROUP_NAME = 200  # the store's column width, the same on every backend
 
@@ -15,6 +16,9 @@ def check_group_name(name: object) -> None:
     """ConfigError unless ``name`` can name a group."""
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"group name must be a non-empty string, got {name!r}")
+    problem = text_problem(name)
+    if problem is not None:
+        raise ConfigError(f"group name {name!r:.60} {problem}")
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from heddle._sdk import program
 from heddle._sdk.config import Session, get_session
 from heddle._sdk.task import Task
 from heddle._store import FINAL_STATES, RUNNING, SUCCEEDED, ActionRecord, RunRecord
+from heddle._types.storable import text_problem
 
 MAX_RUN_NAME = 200  # the store's column width, the same on every backend
 
@@ -162,6 +163,8 @@ def run(
         raise ConfigError(
             f"run name must be a string of 1 to {MAX_RUN_NAME} characters, got {name!r:.60}"
         )
+    if name is not None and (problem := text_problem(name)) is not None:
+        raise ConfigError(f"run name {name!r:.60} {problem}")
     session = get_session()
     encoded = task.spec.encode_inputs(task.bind(args, kwargs))
     run_id = new_run_id()

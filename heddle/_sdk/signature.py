@@ -15,6 +15,7 @@ import msgspec
 
 from heddle import _types
 from heddle._errors import ConfigError, InputError, TypeMismatchError
+from heddle._types.storable import LOW_LEVEL_ERRORS, explain
 from heddle._types.structured import PINNED_HINTS, is_unresolved, pin_hints
 from heddle._types.validation import DataValidationError
 
@@ -76,6 +77,11 @@ class CallCodec:
         self._arity = len(self.param_names)
         self._pairs = tuple(zip(self.param_names, self._codecs, strict=True))
 
+    @property
+    def output_codec(self) -> _types.Codec:
+        """The codec of the return value (what the runtime walks for blob references)."""
+        return self._out_codec
+
     def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Match call arguments to parameters, with defaults; InputError if they don't fit."""
         if not kwargs and len(args) == self._arity and self._plain_positional:
@@ -97,15 +103,27 @@ class CallCodec:
             try:
                 plains.append(codec.to_plain(value))
             except TypeMismatchError as exc:
-                where = f" at {exc.path}" if exc.path else ""
-                # Chained, so a DataValidationError's checks stay reachable (__cause__).
-                raise InputError(
-                    self.owner, f"expected {exc.expected}, got {exc.given}{where}", name
-                ) from exc
+                raise self._input_error(name, exc) from exc
+            except LOW_LEVEL_ERRORS as exc:
+                raise self._input_error(name, explain(value, exc)) from None
         if len(inputs) != self._arity:
             unknown = sorted(set(inputs) - set(self.param_names))
             raise InputError(self.owner, f"unknown parameters {unknown}")
-        return _ENCODER.encode(plains)
+        try:
+            return _ENCODER.encode(plains)
+        except LOW_LEVEL_ERRORS as exc:
+            # Rare: find the parameter by encoding each alone, then explain its value.
+            for (name, _), plain in zip(self._pairs, plains, strict=True):
+                try:
+                    _ENCODER.encode(plain)
+                except LOW_LEVEL_ERRORS:
+                    raise self._input_error(name, explain(inputs[name], exc)) from None
+            raise
+
+    def _input_error(self, name: str, exc: TypeMismatchError) -> InputError:
+        where = f" at {exc.path}" if exc.path else ""
+        # Chained by the caller, so a DataValidationError's checks stay reachable.
+        return InputError(self.owner, f"expected {exc.expected}, got {exc.given}{where}", name)
 
     def decode_inputs(self, data: bytes) -> dict[str, Any]:
         plains = _DECODER.decode(data)
@@ -116,6 +134,11 @@ class CallCodec:
     def encode_output(self, value: Any) -> bytes:
         try:
             return _ENCODER.encode(self._out_codec.to_plain(value))
+        except LOW_LEVEL_ERRORS as exc:
+            error = explain(value, exc)
+            raise TypeMismatchError(
+                error.expected, error.given, f"the return value of {self.owner!r}{error.path}"
+            ) from None
         except DataValidationError as exc:
             raise DataValidationError(
                 exc.schema, exc.checks, f"the return value of {self.owner!r}{exc.path}"

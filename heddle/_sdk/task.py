@@ -35,8 +35,10 @@ from heddle._runtime.spec import (
     to_retry,
     to_timeout,
 )
+from heddle._sdk.environment import check_env_vars
 from heddle._sdk.origin import SCRIPT_MODULES, code_fingerprint, dumps_by_value
 from heddle._sdk.signature import CallCodec
+from heddle._types.storable import text_problem
 
 if TYPE_CHECKING:
     from heddle._sdk.environment import TaskEnvironment
@@ -142,6 +144,10 @@ class Task(Generic[P, R]):
         self.name = options.name or f"{env.name}.{fn.__name__}"
         if len(self.name) > 300:
             raise ConfigError(f"task name {self.name[:40]!r}... is longer than 300 characters")
+        problem = text_problem(self.name)
+        if problem is not None:
+            raise ConfigError(f"task name {self.name!r:.60} {problem}")
+        check_env_vars(options.env_vars)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.codec = CallCodec(fn, self.name)
         self.signature = self.codec.signature
@@ -186,6 +192,7 @@ class Task(Generic[P, R]):
             oom=options.oom,
             ref=_LazyRef(self),
             secrets=env.secrets,
+            output_codec=self.codec.output_codec,
         )
 
     def __repr__(self) -> str:

@@ -1,12 +1,15 @@
 """Content-addressed blobs in an object store (local folder, S3, GCS, Azure).
 
 Owns every byte that Heddle keeps outside the database. Blobs are addressed by the
-SHA-256 of their content, hashed while they are written, and verified on read.
+SHA-256 of their content, hashed while they are written, and verified on read. A blob
+found corrupt is moved aside (under ``corrupt/``), so that it reads as missing from
+then on and whoever produced it can write it again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import shutil
@@ -18,12 +21,13 @@ from typing import Any, TypeVar
 
 import obstore
 
-from heddle._errors import BlobCorruptError, StorageError
+from heddle._errors import BlobCorruptError, BlobMissingError, StorageError
 from heddle._storage.io import (
     CHUNK,
     BlobWriter,
     VerifyingReader,
     hash_file,
+    hash_open_file,
     io_pool,
     open_store,
     parallel,
@@ -33,7 +37,10 @@ from heddle._storage.io import (
 T = TypeVar("T")
 
 _BLOB_PREFIX = "blobs"
+_CORRUPT_PREFIX = "corrupt"  # where blobs whose bytes went bad are kept, for a post-mortem
 SMALL = 4 * 2**20  # files up to this size are read whole and put in one request
+# Local blobs up to this size are hashed when recorded outputs are checked (check()).
+CHECK_HASH_BYTES = 64 * 2**20
 
 
 def blob_key(data: bytes) -> str:
@@ -64,6 +71,10 @@ class BlobStore:
     that safe); reads re-hash and refuse bytes that do not match their key. Blobs of a
     remote store are read through a verified local cache, so a blob is downloaded once
     per machine and formats that need random access (Parquet) read a local file.
+
+    A local file is re-hashed when it changed since this process last verified it (its
+    size, times or inode differ); ``open_verified`` re-hashes every time, for reads that
+    hand the bytes to a person (downloads).
     """
 
     def __init__(self, url: str, cache_dir: str | os.PathLike[str] | None = None) -> None:
@@ -73,8 +84,9 @@ class BlobStore:
         self.cache_dir = (
             Path(cache_dir) if cache_dir is not None else _default_cache_dir(url, self.root)
         )
-        # Local blobs re-hashed in this process, with the (size, mtime) they had then.
-        self._verified: dict[str, tuple[int, int]] = {}
+        # Local files (blobs, or cached copies of remote ones) hashed in this process,
+        # with the stat stamp they had then: any write through the file system changes it.
+        self._verified: dict[str, _Stamp] = {}
         # Local files uploaded by put_file, so an unchanged 1 GB input is hashed once.
         self._uploaded: dict[tuple[str, int, int, int], str] = {}
 
@@ -86,7 +98,7 @@ class BlobStore:
 
     def put(self, data: bytes) -> str:
         key = blob_key(data)
-        if key in self._known:
+        if self._remembered(key, len(data)):
             return key
         path = _key_to_path(key)
         try:
@@ -98,7 +110,7 @@ class BlobStore:
 
     async def put_async(self, data: bytes) -> str:
         key = blob_key(data)
-        if key in self._known:
+        if await asyncio.to_thread(self._remembered, key, len(data)):
             return key
         try:
             await obstore.put_async(self._store, _key_to_path(key), data)
@@ -108,18 +120,27 @@ class BlobStore:
         return key
 
     def get(self, key: str) -> bytes:
+        data = self._get_bytes(key)
+        actual = blob_key(data)
+        if actual != key:
+            if self.root is None:
+                # Once more before judging: a bad transfer is not a bad blob.
+                data = self._get_bytes(key)
+                if blob_key(data) == key:
+                    return data
+            self._set_aside(key, confirmed=self.root is None)
+            raise BlobCorruptError(key, actual)
+        return data
+
+    def _get_bytes(self, key: str) -> bytes:
         try:
-            data = bytes(obstore.get(self._store, _key_to_path(key)).bytes())
+            return bytes(obstore.get(self._store, _key_to_path(key)).bytes())
         except FileNotFoundError as exc:
-            raise StorageError(f"blob {key} is missing from {self.url}") from exc
+            raise BlobMissingError(key, self.url) from exc
         except StorageError:
             raise
         except Exception as exc:
             raise StorageError(f"cannot read blob {key} from {self.url}: {exc}") from exc
-        actual = blob_key(data)
-        if actual != key:
-            raise BlobCorruptError(key, actual)
-        return data
 
     async def get_async(self, key: str) -> bytes:
         return await asyncio.to_thread(self.get, key)
@@ -183,7 +204,7 @@ class BlobStore:
             raise StorageError(f"cannot read {p}: {exc}") from exc
         memo = (str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
         known = self._uploaded.get(memo)
-        if known is not None:
+        if known is not None and self._in_place(known, st.st_size):
             return known
         if st.st_size <= SMALL:
             # One read, one request: the key is known before the upload starts.
@@ -209,22 +230,18 @@ class BlobStore:
     # -- verified reads ----------------------------------------------------------------
 
     def exists(self, key: str) -> bool:
-        if key in self._known:
-            return True
+        """Whether the blob is in the store now (asked, not remembered: another process
+        may have set it aside)."""
         path = _key_to_path(key)
         if self.root is not None:
-            found = (self.root / path).is_file()
-        else:
-            try:
-                obstore.head(self._store, path)
-                found = True
-            except FileNotFoundError:
-                found = False
-            except Exception as exc:
-                raise StorageError(f"cannot reach {self.url}: {exc}") from exc
-        if found:
-            self._known.add(key)
-        return found
+            return (self.root / path).is_file()
+        try:
+            obstore.head(self._store, path)
+            return True
+        except FileNotFoundError:
+            return False
+        except Exception as exc:
+            raise StorageError(f"cannot reach {self.url}: {exc}") from exc
 
     def size(self, key: str) -> int:
         path = _key_to_path(key)
@@ -233,28 +250,83 @@ class BlobStore:
                 return (self.root / path).stat().st_size
             return int(obstore.head(self._store, path)["size"])
         except FileNotFoundError as exc:
-            raise StorageError(f"blob {key} is missing from {self.url}") from exc
+            raise BlobMissingError(key, self.url) from exc
         except OSError as exc:
             raise StorageError(f"cannot reach {self.url}: {exc}") from exc
+        except Exception as exc:
+            raise StorageError(f"cannot reach {self.url}: {exc}") from exc
+
+    def check(self, key: str, size: int | None = None) -> None:
+        """Raise BlobMissingError or BlobCorruptError unless the blob is in place, of
+        ``size`` bytes if given, and — where that is cheap: a local file up to
+        CHECK_HASH_BYTES, a remote blob up to SMALL (then kept in the cache) — unless
+        its bytes hash to its key. For checking recorded outputs before they are
+        replayed: existence and size catch lost and truncated blobs, the hash the rest.
+        """
+        try:
+            actual_size = self.size(key)
+        except BlobMissingError:
+            self._forget(key)
+            raise
+        if size is not None and actual_size != size:
+            self._set_aside(key)
+            raise BlobCorruptError(key, f"<{actual_size} bytes, not {size}>")
+        if self.root is not None:
+            if actual_size <= CHECK_HASH_BYTES:
+                self._verify_local(key, self.root / _key_to_path(key))
+        elif actual_size <= SMALL:
+            self._cached(key)
 
     def open(self, key: str) -> VerifyingReader:
         """Stream a blob; reading it to the end verifies it (BlobCorruptError at EOF)."""
         path = _key_to_path(key)
+        on_corrupt: Callable[[], object] = lambda: self._set_aside(key)  # noqa: E731
         try:
             if self.root is not None:
                 raw: Any = (self.root / path).open("rb")
             else:
                 cached = self.cache_dir / path
-                raw = (
-                    cached.open("rb")
-                    if cached.is_file()
-                    else obstore.open_reader(self._store, path, buffer_size=CHUNK)
-                )
+                if cached.is_file():
+                    raw = cached.open("rb")
+                    # A bad copy of a blob that may be fine: drop it, fetch it next time.
+                    on_corrupt = lambda: self._drop_cached(key)  # noqa: E731
+                else:
+                    raw = obstore.open_reader(self._store, path, buffer_size=CHUNK)
         except FileNotFoundError as exc:
-            raise StorageError(f"blob {key} is missing from {self.url}") from exc
+            raise BlobMissingError(key, self.url) from exc
         except Exception as exc:
             raise StorageError(f"cannot read blob {key} from {self.url}: {exc}") from exc
-        return VerifyingReader(raw, key)
+        return VerifyingReader(raw, key, on_corrupt=on_corrupt)
+
+    def open_verified(self, key: str) -> VerifyingReader:
+        """Stream a blob whose bytes were all hashed before the first one is returned
+        (for downloads: a person gets the right bytes or an error, never bad bytes).
+
+        The stream checks the hash once more as it is read; ``size`` is its length.
+        """
+        if self.root is None:
+            path = self._cached(key, recheck=True)
+        else:
+            path = self.root / _key_to_path(key)
+        try:
+            f = path.open("rb")
+        except FileNotFoundError as exc:
+            raise BlobMissingError(key, self.url) from exc
+        except OSError as exc:
+            raise StorageError(f"cannot read blob {key} from {self.url}: {exc}") from exc
+        try:
+            actual = hash_open_file(f)
+            if actual != key:
+                # Only a local blob can be wrong here (a cached copy was just checked).
+                self._set_aside(key)
+                raise BlobCorruptError(key, actual)
+            f.seek(0)
+        except BaseException:
+            f.close()
+            raise
+        return VerifyingReader(
+            f, key, size=os.fstat(f.fileno()).st_size, on_corrupt=lambda: self._set_aside(key)
+        )
 
     def local_file(self, key: str) -> Path:
         """A local path holding the verified bytes of a blob (do not modify it).
@@ -287,10 +359,12 @@ class BlobStore:
             # Bad bytes often break the parser first: report the corruption, not that.
             actual = check.result()
             if actual != key:
+                self._set_aside(key)
                 raise BlobCorruptError(key, actual) from exc
             raise
         actual = check.result()
         if actual != key:
+            self._set_aside(key)
             raise BlobCorruptError(key, actual)
         self._verified[key] = stamp
         return result
@@ -329,21 +403,49 @@ class BlobStore:
             return
         actual = hash_file(path)
         if actual != key:
+            self._set_aside(key)
             raise BlobCorruptError(key, actual)
         self._verified[key] = stamp
 
-    def _cached(self, key: str) -> Path:
+    def _cached(self, key: str, recheck: bool = False) -> Path:
+        """The verified local copy of a remote blob, fetched if absent or bad.
+
+        A copy is re-hashed when it changed since it was verified (or always, with
+        ``recheck``); a bad copy is fetched again, since the blob itself may be fine.
+        """
         path = self.cache_dir / _key_to_path(key)
         if path.is_file():
-            return path
+            try:
+                stamp = _stamp(path, key, self.url)
+                if not recheck and self._verified.get(key) == stamp:
+                    return path
+                if hash_file(path) == key:
+                    self._verified[key] = stamp
+                    return path
+            except (StorageError, OSError):
+                pass  # gone meanwhile: fetch it
+            self._drop_cached(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.part")
         self._fetch(key, tmp)
         os.replace(tmp, path)
+        self._verified[key] = _stamp(path, key, self.url)  # hashed while it was fetched
         return path
 
     def _fetch(self, key: str, dest: Path) -> None:
-        """Stream a remote blob into ``dest`` with one GET, hashing it on the way."""
+        """Stream a remote blob into ``dest`` with one GET, hashing it on the way.
+
+        Bytes that do not match are fetched once more before the blob is judged corrupt
+        (and set aside): a bad transfer is not a bad blob."""
+        actual = self._fetch_once(key, dest)
+        if actual != key:
+            actual = self._fetch_once(key, dest)
+        if actual != key:
+            dest.unlink(missing_ok=True)
+            self._set_aside(key, confirmed=True)
+            raise BlobCorruptError(key, actual)
+
+    def _fetch_once(self, key: str, dest: Path) -> str:
         h = hashlib.sha256()
         try:
             result = obstore.get(self._store, _key_to_path(key))
@@ -353,29 +455,90 @@ class BlobStore:
                     out.write(chunk)
         except FileNotFoundError as exc:
             dest.unlink(missing_ok=True)
-            raise StorageError(f"blob {key} is missing from {self.url}") from exc
+            raise BlobMissingError(key, self.url) from exc
         except Exception as exc:
             dest.unlink(missing_ok=True)
             raise StorageError(f"cannot read blob {key} from {self.url}: {exc}") from exc
-        actual = "sha256:" + h.hexdigest()
-        if actual != key:
-            dest.unlink(missing_ok=True)
-            raise BlobCorruptError(key, actual)
+        return "sha256:" + h.hexdigest()
 
-    # Used by BlobWriter when it finishes.
-    def _finish_local(self, tmp: Path, key: str) -> None:
+    def _remembered(self, key: str, size: int) -> bool:
+        """Whether a blob this process wrote or read is still in place, so a put can skip
+        it. Checked (a stat, or a HEAD request without a body), not trusted: another
+        process may have set it aside, and the put is what makes it again."""
+        if key not in self._known:
+            return False
+        if self._in_place(key, size):
+            return True
+        self._known.discard(key)
+        return False
+
+    def _in_place(self, key: str, size: int) -> bool:
+        path = _key_to_path(key)
+        try:
+            if self.root is not None:
+                return (self.root / path).stat().st_size == size
+            return int(obstore.head(self._store, path)["size"]) == size
+        except FileNotFoundError:
+            return False
+        except Exception as exc:
+            raise StorageError(f"cannot reach {self.url}: {exc}") from exc
+
+    def _forget(self, key: str) -> None:
+        self._known.discard(key)
+        self._verified.pop(key, None)
+        for memo in [m for m, k in self._uploaded.items() if k == key]:
+            del self._uploaded[memo]
+
+    def _drop_cached(self, key: str) -> None:
+        self._verified.pop(key, None)
+        if self.root is None:
+            (self.cache_dir / _key_to_path(key)).unlink(missing_ok=True)
+
+    def _set_aside(self, key: str, confirmed: bool = False) -> None:
+        """Move a corrupt blob to ``corrupt/`` so that it reads as missing from now on
+        and a producer can write it again. Best effort. Unless the caller ``confirmed``
+        it (read it twice), the blob is hashed once more first, so a blob that was just
+        written again whole is left alone."""
+        self._forget(key)
+        path = _key_to_path(key)
+        aside = f"{_CORRUPT_PREFIX}/{key.partition(':')[2]}.{uuid.uuid4().hex[:8]}"
+        if self.root is not None:
+            source = self.root / path
+            with contextlib.suppress(OSError):
+                if confirmed or hash_file(source) != key:
+                    (self.root / _CORRUPT_PREFIX).mkdir(parents=True, exist_ok=True)
+                    os.replace(source, self.root / aside)
+            return
+        self._drop_cached(key)
+        with contextlib.suppress(Exception):
+            if confirmed or self._remote_hash(path) != key:
+                obstore.rename(self._store, path, aside)
+
+    def _remote_hash(self, path: str) -> str:
+        h = hashlib.sha256()
+        for chunk in obstore.get(self._store, path).stream(min_chunk_size=CHUNK):
+            h.update(chunk)
+        return "sha256:" + h.hexdigest()
+
+    # Used by BlobWriter when it finishes. A blob already in place is kept (content
+    # addressing), unless its size shows it is not what was just written.
+    def _finish_local(self, tmp: Path, key: str, size: int) -> None:
         dest = self.root / _key_to_path(key) if self.root is not None else tmp
-        if dest.is_file():
+        if _size_of(dest) == size:
             tmp.unlink(missing_ok=True)
         else:
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, dest)
         self._known.add(key)
 
-    def _finish_remote(self, tmp: str, key: str, cache_tmp: Path | None) -> None:
+    def _finish_remote(self, tmp: str, key: str, size: int, cache_tmp: Path | None) -> None:
         final = _key_to_path(key)
         try:
-            if self.exists(key):
+            try:
+                present = int(obstore.head(self._store, final)["size"]) == size
+            except FileNotFoundError:
+                present = False
+            if present:
                 obstore.delete(self._store, tmp)
             else:
                 obstore.rename(self._store, tmp, final)
@@ -395,12 +558,24 @@ class BlobStore:
         return obstore.open_writer(self._store, tmp, buffer_size=CHUNK, max_concurrency=8)
 
 
-def _stamp(path: Path, key: str, url: str) -> tuple[int, int]:
+_Stamp = tuple[int, int, int, int]
+
+
+def _stamp(path: Path, key: str, url: str) -> _Stamp:
+    """What changes whenever a file is written, renamed over or touched: size, mtime,
+    ctime (which no user-level call can set back) and inode."""
     try:
         st = path.stat()
     except FileNotFoundError as exc:
-        raise StorageError(f"blob {key} is missing from {url}") from exc
-    return (st.st_size, st.st_mtime_ns)
+        raise BlobMissingError(key, url) from exc
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def _size_of(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
 
 
 def _copy_into(src: Any, w: BlobWriter) -> None:

@@ -84,10 +84,15 @@ def open_store(url: str) -> tuple[Any, Path | None]:
 def hash_file(path: Path) -> str:
     """``sha256:<hex>`` of a file, through a memory map (no copy into Python)."""
     with path.open("rb") as f:
-        if os.fstat(f.fileno()).st_size == 0:
-            return "sha256:" + hashlib.sha256(b"").hexdigest()
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            return "sha256:" + hashlib.sha256(m).hexdigest()
+        return hash_open_file(f)
+
+
+def hash_open_file(f: Any) -> str:
+    """``sha256:<hex>`` of an open file's whole content (its position is left alone)."""
+    if os.fstat(f.fileno()).st_size == 0:
+        return "sha256:" + hashlib.sha256(b"").hexdigest()
+    with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        return "sha256:" + hashlib.sha256(m).hexdigest()
 
 
 class BlobWriter(io.RawIOBase):
@@ -201,7 +206,7 @@ class BlobWriter(io.RawIOBase):
         try:
             if self._local_tmp is not None:
                 self._file.close()
-                self._blobs._finish_local(self._local_tmp, key)
+                self._blobs._finish_local(self._local_tmp, key, self._pos)
             else:
                 assert self._remote_tmp is not None
                 if self._remote is None:
@@ -210,7 +215,7 @@ class BlobWriter(io.RawIOBase):
                 if self._cache is not None:
                     self._cache.close()
                 cache_tmp = self._cache_tmp if self._cache is not None else None
-                self._blobs._finish_remote(self._remote_tmp, key, cache_tmp)
+                self._blobs._finish_remote(self._remote_tmp, key, self._pos, cache_tmp)
         except StorageError:
             self._cleanup()
             raise
@@ -257,15 +262,26 @@ class VerifyingReader(io.RawIOBase):
     """A read-only binary stream over a blob that checks its hash at the end.
 
     The last read (the one that returns no bytes) raises BlobCorruptError if the bytes
-    read do not hash to the key; a stream abandoned half way is never verified.
+    read do not hash to the key, after calling ``on_corrupt`` (the store sets the blob
+    aside); a stream abandoned half way is never verified. ``size`` is the blob's
+    length when the store knew it up front.
     """
 
-    def __init__(self, raw: Any, key: str) -> None:
+    def __init__(
+        self,
+        raw: Any,
+        key: str,
+        *,
+        size: int | None = None,
+        on_corrupt: Callable[[], object] | None = None,
+    ) -> None:
         super().__init__()
         self._raw = raw
         self._key = key
         self._hash = hashlib.sha256()
         self._verified = False
+        self.size = size
+        self._on_corrupt = on_corrupt
 
     def readable(self) -> bool:
         return True
@@ -307,6 +323,8 @@ class VerifyingReader(io.RawIOBase):
             return
         actual = "sha256:" + self._hash.hexdigest()
         if actual != self._key:
+            if self._on_corrupt is not None:
+                run_quietly(self._on_corrupt)
             raise BlobCorruptError(self._key, actual)
         self._verified = True
 

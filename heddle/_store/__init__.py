@@ -1,4 +1,5 @@
-"""The store: runs, actions, attempts and cache entries (SQLAlchemy over SQLite or PostgreSQL)."""
+"""The store: runs, actions, attempts, cache entries and run events (SQLAlchemy over
+SQLite or PostgreSQL)."""
 
 from heddle._store.records import (
     ABORTED,
@@ -9,6 +10,8 @@ from heddle._store.records import (
     SUCCEEDED,
     ActionRecord,
     AttemptRecord,
+    RunEventKind,
+    RunEventRecord,
     RunRecord,
     WriteBatch,
 )
@@ -23,6 +26,8 @@ __all__ = [
     "SUCCEEDED",
     "ActionRecord",
     "AttemptRecord",
+    "RunEventKind",
+    "RunEventRecord",
     "RunRecord",
     "Store",
     "WriteBatch",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 # Action and run states. An action moves queued -> running -> succeeded | failed,
@@ -75,6 +76,28 @@ class AttemptRecord:
     cpu_seconds: float | None = None
     peak_rss: int | None = None
     queued_at: float | None = None
+
+
+class RunEventKind(StrEnum):
+    """What a run event tells (stored as its value)."""
+
+    # A succeeded action's output refers to a blob that is missing or corrupt: it runs
+    # again instead of being replayed.
+    OUTPUT_LOST = "output_lost"
+    # A running action found a blob of its inputs missing or corrupt.
+    INPUT_LOST = "input_lost"
+
+
+@dataclass(frozen=True, slots=True)
+class RunEventRecord:
+    """Something that happened to a run besides its actions' states."""
+
+    id: int
+    run_id: str
+    at: float
+    kind: str
+    action_id: str | None
+    message: str
 
 
 @dataclass(slots=True)

@@ -1,4 +1,4 @@
-"""The store: runs, actions, attempts and cache entries in SQLite or PostgreSQL.
+"""The store: runs, actions, attempts, cache entries and run events in SQLite or PostgreSQL.
 
 The only module that talks SQL. Writes from the runtime arrive as a WriteBatch and
 land in one transaction; reads return frozen records.
@@ -34,10 +34,11 @@ from heddle._errors import ConfigError, HeddleError, RunNotFoundError, StoreErro
 from heddle._store.records import (
     ActionRecord,
     AttemptRecord,
+    RunEventRecord,
     RunRecord,
     WriteBatch,
 )
-from heddle._store.schema import actions, attempts, cache_entries, runs
+from heddle._store.schema import actions, attempts, cache_entries, run_events, runs
 
 HEAD_REVISION = "0003"
 _MIGRATIONS = Path(__file__).parent / "migrations"
@@ -440,6 +441,38 @@ class Store:
                 out.setdefault(run_id, {})[status] = n
         return out
 
+    # -- run events ----------------------------------------------------------------
+
+    def add_run_event(
+        self, run_id: str, kind: str, message: str, action_id: str | None = None
+    ) -> None:
+        """Record something that happened to a run (rare: written at once, not batched)."""
+        row = {
+            "run_id": run_id,
+            "at": time.time(),
+            "kind": str(kind),
+            "action_id": action_id,
+            "message": message,
+        }
+        with self._write("record a run event") as conn:
+            conn.execute(run_events.insert(), row)
+
+    def run_events(self, run_id: str) -> list[RunEventRecord]:
+        """A run's events, oldest first."""
+        stmt = select(run_events).where(run_events.c.run_id == run_id).order_by(run_events.c.id)
+        with self._errors("read run events"), self._engine.connect() as conn:
+            return [
+                RunEventRecord(
+                    id=m["id"],
+                    run_id=m["run_id"],
+                    at=m["at"],
+                    kind=m["kind"],
+                    action_id=m["action_id"],
+                    message=m["message"],
+                )
+                for m in (r._mapping for r in conn.execute(stmt))
+            ]
+
     # -- cache ---------------------------------------------------------------------
 
     def cache_get(self, key: str) -> bytes | None:
@@ -460,6 +493,11 @@ class Store:
                 for key, output in conn.execute(stmt):
                     out[key] = bytes(output)
         return out
+
+    def cache_delete(self, key: str) -> None:
+        """Forget one cached output (its blobs were lost: it must be computed again)."""
+        with self._write("update the cache") as conn:
+            conn.execute(cache_entries.delete().where(cache_entries.c.key == key))
 
     def cache_clear(self, task_name: str | None = None) -> int:
         stmt = cache_entries.delete()

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import cloudpickle
 
 from heddle._types._base import Codec, NoneType, codec_for, register
+from heddle._types.storable import check_int
 
 # msgpack integers are 64-bit (signed or unsigned); anything wider travels as a decimal str.
 INT_MIN = -(2**63)
@@ -31,7 +32,10 @@ class IntCodec(Codec):
 
     def to_plain(self, value: Any, path: str = "") -> Any:
         if type(value) is int:
-            return value if INT_MIN <= value <= INT_MAX else str(value)
+            if INT_MIN <= value <= INT_MAX:
+                return value
+            check_int(value, path)
+            return str(value)
         if isinstance(value, int) and not isinstance(value, bool):
             return self.to_plain(int(value))
         raise self.mismatch(value, path)

@@ -39,6 +39,7 @@ from heddle._types.builtins import (
     TimedeltaCodec,
     UUIDCodec,
 )
+from heddle._types.storable import check_int
 
 
 class PickleFallbackWarning(UserWarning):
@@ -114,7 +115,10 @@ class DynamicCodec(Codec):
         if cls is str or cls is float or cls is bool or value is None or cls is bytes:
             return value
         if cls is int:
-            return value if INT_MIN <= value <= INT_MAX else {"int": str(value)}
+            if INT_MIN <= value <= INT_MAX:
+                return value
+            check_int(value, path)
+            return {"int": str(value)}
         if cls is list:
             return [self.to_plain(v) for v in value]
         tagged = _TAGGED.get(cls)

@@ -137,6 +137,8 @@ def _error_text(exc: pydantic.ValidationError, limit: int = 3) -> str:
     """A pydantic error as one line: ``at [1].x: Input should be a valid integer``."""
     parts = []
     errors = exc.errors(include_url=False)
+    if any(e["type"] == "recursion_loop" or "recursion" in e["msg"].lower() for e in errors):
+        return "the JSON is nested too deep"
     for e in errors[:limit]:
         loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]).lstrip(".")
         parts.append(f"at {loc}: {e['msg']}" if loc else e["msg"])
@@ -168,12 +170,16 @@ class PydanticType(AnyParamType):
             return value
         try:
             json.loads(value)
+        except RecursionError:
+            self.fail(f"the JSON for {self.name} is nested too deep", param, ctx)
         except ValueError as exc:
             if self.scalar or self.hint is Any:
                 return self._from_text(value, param, ctx)
-            self.fail(f"expected JSON for {self.name}, got {value!r} ({exc})", param, ctx)
+            self.fail(f"expected JSON for {self.name}, got {value!r:.80} ({exc})", param, ctx)
         try:
-            return self.adapter.validate_json(value)
+            # Strict: JSON `true` is not an int and `1.0` is not one either (an int is
+            # still a float); text still parses as dates, UUIDs, enums and the like.
+            return self.adapter.validate_json(value, strict=True)
         except pydantic.ValidationError as exc:
             if self.scalar:
                 # `"007"` is valid JSON for a number but meant as text for a string enum.

@@ -18,7 +18,8 @@ import heddle
 from heddle._sdk import program
 from heddle._sdk.config import EXECUTORS
 from heddle._sdk.task import Task
-from heddle.cli import _live, _params
+from heddle._types.storable import text_problem
+from heddle.cli import _console, _live, _params
 
 # heddle's own options for `run`; a task parameter of the same name wins, and the option
 # then moves to --run-<name>.
@@ -44,6 +45,10 @@ def _import_file(path: str) -> ModuleType:
         return program.load_file(path)
     except heddle.HeddleError:
         raise
+    except SystemExit as exc:
+        # The program ended itself at import (sys.exit at module level, argparse, ...):
+        # no task can run, and exiting silently would look like success.
+        raise _exited(path, exc.code) from None
     except Exception as exc:
         # The user's module failed at import: show where, without our own frames.
         frames = traceback.extract_tb(exc.__traceback__)
@@ -52,6 +57,33 @@ def _import_file(path: str) -> ModuleType:
         )
         at = f" (line {where.lineno})" if where else ""
         raise click.UsageError(f"cannot import {path}{at}: {type(exc).__name__}: {exc}") from None
+
+
+def _exited(path: str, code: object) -> click.exceptions.Exit:
+    """Say that the program ended itself at import, and exit with its code (2, a usage
+    error, when it "succeeded" or gave a message: no run was started either way)."""
+    if code is None or isinstance(code, int):
+        _console.error(
+            f"program {path} exited with code {code or 0} while being imported "
+            '(keep sys.exit() under `if __name__ == "__main__":`)'
+        )
+        return click.exceptions.Exit(code if isinstance(code, int) and 0 < code < 256 else 2)
+    _console.error(f"program {path} exited while being imported: {code}")
+    return click.exceptions.Exit(2)
+
+
+def _not_utf8(args: list[str]) -> str | None:
+    """The first argument the OS gave as bytes that are not UTF-8 (Python holds them as
+    lone surrogates, which no store accepts), named with the option it belongs to."""
+    for i, arg in enumerate(args):
+        if text_problem(arg) is not None:
+            option = args[i - 1] if i > 0 and args[i - 1].startswith("--") else None
+            if "=" in arg and arg.startswith("--"):
+                option, _, arg = arg.partition("=")
+            shown = arg.encode("utf-8", "surrogateescape")
+            where = f"the value of {option}" if option else f"argument {i + 1}"
+            return f"{where} is not valid UTF-8 text: {shown!r:.80}"
+    return None
 
 
 def _tasks_in(module: ModuleType) -> dict[str, Task[Any, Any]]:
@@ -81,6 +113,12 @@ class TaskCommand(click.Command):
             context_settings={"help_option_names": help_names},
             no_args_is_help=False,
         )
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        problem = _not_utf8(args)
+        if problem is not None:
+            raise click.UsageError(problem, ctx)
+        return super().parse_args(ctx, args)
 
     def _start(self, **values: Any) -> None:
         ctx = click.get_current_context()

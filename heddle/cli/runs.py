@@ -16,7 +16,7 @@ from rich.text import Text
 
 from heddle._runtime.driver import owner_alive
 from heddle._sdk.config import Session, get_session
-from heddle._store import ActionRecord, AttemptRecord, RunRecord
+from heddle._store import ActionRecord, AttemptRecord, RunEventRecord, RunRecord
 from heddle.cli import _console, _failure
 from heddle.cli._tree import ActionTree, status_summary
 
@@ -102,6 +102,7 @@ def show_run(run_id: str, children: int, json_output: bool) -> None:
     rec = session.store.get_run(run_id)
     actions = session.store.actions_of_run(rec.id)
     attempts = session.store.attempts_of_run(rec.id)
+    events = session.store.run_events(rec.id)
     if json_output:
         doc = _run_dict(rec, _count(actions))
         doc["inputs"] = _plain(session, rec.inputs)
@@ -110,12 +111,18 @@ def show_run(run_id: str, children: int, json_output: bool) -> None:
         for t in attempts:
             by_action.setdefault(t.action_id, []).append(t)
         doc["actions"] = [_action_dict(a, by_action.get(a.id, [])) for a in actions]
+        doc["events"] = [_event_dict(e) for e in events]
         _console.print_json(doc)
         return
     out = _console.stdout()
     for line in _header(session, rec, actions):
         out.print(line, highlight=False, soft_wrap=True)  # a traceback's paths stay whole
     out.print()
+    if events:
+        out.print(Text("events", style="bold"))
+        for e in events:
+            out.print(_event_line(e), highlight=False)
+        out.print()
     title = Text("actions", style="bold")
     out.print(ActionTree(actions, attempts, limit=children).render(rec.root_action_id, title))
 
@@ -162,6 +169,23 @@ def _header(session: Session, rec: RunRecord, actions: list[ActionRecord]) -> li
     if _driver_gone(rec):
         lines.append(Text(f"its driver is gone: `heddle recover {rec.id}` resumes it", "yellow"))
     return lines
+
+
+def _event_line(e: RunEventRecord) -> Text:
+    """``  12:03:04  output_lost  action a1b2 (task env.load): ...``: what happened to
+    the run besides its actions' states (outputs made again after their blobs were lost)."""
+    return Text.assemble(
+        "  ",
+        (_console.local_time(e.at), "grey50"),
+        "  ",
+        (e.kind, "yellow"),
+        "  ",
+        _console.one_line(e.message, 300),
+    )
+
+
+def _event_dict(e: RunEventRecord) -> dict[str, Any]:
+    return {"at": e.at, "kind": e.kind, "action_id": e.action_id, "message": e.message}
 
 
 def _short(value: Any, limit: int = 200) -> str:

@@ -185,3 +185,88 @@ def test_an_oom_retry_grows_memory_and_keeps_the_rest_of_the_request() -> None:
     grown = Controller._more_memory(f.spec, asked, heddle.OOMError("spec.f", 2**30, 2**30))
     assert grown.memory_bytes == 2 * 2**30
     assert (grown.cpu, grown.gpu, grown.accelerator, grown.custom) == (2, 1, "T4", (("disk", 1),))
+
+
+# -- numbers that are not numbers: refused when the setting is made -------------------
+
+NAN = float("nan")
+INF = float("inf")
+
+
+@pytest.mark.parametrize(
+    "bad", [NAN, INF, -INF, -0.0, "-0", "nan", "inf", "nanm", "infm", "1e400", 1e300, 10**400]
+)
+def test_resources_refuse_a_cpu_that_is_not_a_finite_positive_core_count(bad: object) -> None:
+    with pytest.raises(heddle.ConfigError, match="cpu"):
+        heddle.Resources(cpu=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "bad", [NAN, INF, 2.5, -0.0, 10**30, "1" + "0" * 400, "99999999Ti", "nan", "inf"]
+)
+def test_resources_refuse_memory_that_is_not_a_sane_whole_number_of_bytes(bad: object) -> None:
+    with pytest.raises(heddle.ConfigError, match="memory"):
+        heddle.Resources(memory=bad)  # type: ignore[arg-type]
+
+
+def test_resources_accept_a_whole_float_of_bytes() -> None:
+    assert heddle.Resources(memory=4e9).memory_bytes == 4 * 10**9  # type: ignore[arg-type]
+    assert heddle.Resources(memory=0).memory_bytes == 0
+
+
+@pytest.mark.parametrize("bad", [10**30, 2**31, -1, 1.0])
+def test_resources_refuse_a_gpu_count_out_of_range(bad: object) -> None:
+    with pytest.raises(heddle.ConfigError, match="gpu"):
+        heddle.Resources(gpu=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [NAN, INF, 0, -1.0])
+def test_resources_refuse_custom_amounts_that_are_not_finite_and_positive(bad: float) -> None:
+    with pytest.raises(heddle.ConfigError, match="fast_disk"):
+        heddle.Resources(custom={"fast_disk": bad})
+
+
+@pytest.mark.parametrize("bad", [NAN, INF, -INF, 10**400, 1e300, dt.timedelta.max])
+def test_timeout_refuses_a_time_that_is_not_finite_or_absurdly_long(bad: object) -> None:
+    with pytest.raises(heddle.ConfigError, match="max_runtime"):
+        heddle.Timeout(max_runtime=bad)  # type: ignore[arg-type]
+    with pytest.raises(heddle.ConfigError, match="max_queued_time"):
+        heddle.Timeout(max_queued_time=bad)  # type: ignore[arg-type]
+    with pytest.raises(heddle.ConfigError):
+        to_timeout(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"count": 1, "backoff": NAN},
+        {"count": 1, "backoff": INF},
+        {"count": 1, "backoff_factor": NAN},
+        {"count": 1, "backoff_factor": INF},
+        {"count": 1, "max_backoff": NAN},
+        {"count": 1, "max_backoff": -1.0},
+        {"count": 1, "backoff": "1"},
+    ],
+)
+def test_retry_strategy_refuses_numbers_that_are_not_finite(kwargs: dict[str, object]) -> None:
+    with pytest.raises(heddle.ConfigError):
+        heddle.RetryStrategy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_retry_delay_stays_at_the_cap_however_many_retries() -> None:
+    r = heddle.RetryStrategy(count=5000, backoff=1.0, backoff_factor=10.0, max_backoff=60.0)
+    assert r.delay(4000) == 60.0
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"factor": NAN}, {"factor": INF}, {"factor": "2"}, {"max_memory": 10**30}]
+)
+def test_oom_retry_refuses_numbers_that_are_not_finite(kwargs: dict[str, object]) -> None:
+    with pytest.raises(heddle.ConfigError):
+        heddle.OOMRetry(**kwargs)  # type: ignore[arg-type]
+
+
+def test_oom_retry_never_grows_memory_past_the_largest_request() -> None:
+    from heddle._runtime.spec import MAX_MEMORY
+
+    assert heddle.OOMRetry(factor=1e300).next_memory(2**30) == MAX_MEMORY

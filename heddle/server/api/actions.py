@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
-from heddle._errors import StorageError
+from heddle._errors import BlobCorruptError, StorageError
 from heddle.server import state as s
 from heddle.server.api import models
 from heddle.server.api.runs import MAX_PAGE, find_action
@@ -192,16 +192,19 @@ def get_blob(
         "X-Content-Type-Options": "nosniff",
     }
     blobs = st.session.blobs
-    opener = getattr(blobs, "open", None)
+    opener = getattr(blobs, "open_verified", None)
     try:
         if callable(opener):
-            # Stream large files instead of holding them in memory.
-            headers["Content-Length"] = str(blobs.size(key))
+            # Every byte is hashed before the first is sent: a corrupt blob is an error
+            # here, not a download that looks fine. Then streamed, not held in memory.
             reader = opener(key)
+            headers["Content-Length"] = str(reader.size)
             return StreamingResponse(
                 _chunks(reader), media_type="application/octet-stream", headers=headers
             )
         data = blobs.get(key)
+    except BlobCorruptError as exc:
+        raise HTTPException(500, str(exc)) from None
     except StorageError as exc:
         raise HTTPException(404, str(exc)) from None
     return Response(data, media_type="application/octet-stream", headers=headers)
