@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from heddle._errors import RunAbortedError
+from heddle._errors import RunAbortedError, RunTakenOverError
 from heddle._executors.capture import tee_installed
-from heddle._runtime import failures
+from heddle._runtime import failures, lease
 from heddle._runtime.controller import Controller, Executor
 from heddle._runtime.literals import LiteralStore
 from heddle._runtime.spec import TaskSpec
@@ -101,6 +101,8 @@ class Driver:
         encoded_inputs: bytes,
         prior_actions: dict[str, ActionRecord] | None = None,
         prior_attempts: list[AttemptRecord] | None = None,
+        *,
+        generation: int = 0,
     ) -> None:
         self.store = store
         self.literals = literals
@@ -111,6 +113,8 @@ class Driver:
         self.encoded_inputs = encoded_inputs
         self.prior_actions = prior_actions
         self.prior_attempts = prior_attempts
+        # The run's generation when this driver took it: its writes check it (fencing).
+        self.generation = generation
         self.controller: Controller | None = None
 
     async def drive(self) -> RunOutcome:
@@ -132,6 +136,7 @@ class Driver:
         call = controller.prepare_root(self.spec, self.encoded_inputs)
         # The encoded output is what the run record keeps: no decode and re-encode.
         root = asyncio.ensure_future(controller.run_encoded(call))
+        lease.hold(controller, self.run_id, self.generation, root)
         watcher = asyncio.ensure_future(self._watch(root))
         outcome: RunOutcome
         try:
@@ -148,6 +153,10 @@ class Driver:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+        stopped = lease.must_not_record(controller)
+        if stopped is not None:
+            controller.journal.close()
+            return RunOutcome(FAILED, error=stopped)
         self._finish(controller, outcome)
         return outcome
 
@@ -166,7 +175,7 @@ class Driver:
         elif outcome.error is not None:
             kind = failures.ABORTED if outcome.status == ABORTED else None
             values["error"] = failures.failure_of(outcome.error, kind).to_json()
-        self.store.update_run(self.run_id, **values)
+        self.store.update_run(self.run_id, generation=self.generation, **values)
         controller.journal.close()
         # Fold the run's write-ahead log into the database without making the
         # caller wait for it; an interrupted checkpoint is harmless.
@@ -190,13 +199,19 @@ class Driver:
                     root.cancel()
                     return
                 await asyncio.to_thread(
-                    self.store.update_run, self.run_id, heartbeat_at=time.time()
+                    self.store.update_run,
+                    self.run_id,
+                    generation=self.generation,
+                    heartbeat_at=time.time(),
                 )
                 # The journal's connection never checkpoints (that would put fsyncs on
                 # the commit path); do it here, off the loop's thread.
                 await asyncio.to_thread(self.store.checkpoint)
             except asyncio.CancelledError:
                 raise
+            except RunTakenOverError as exc:
+                lease.taken_over(self.controller, exc)
+                return
             except Exception:
                 # A missed heartbeat is not fatal; the lease is long enough for a retry.
                 continue

@@ -1,5 +1,6 @@
 """The store: runs, actions, attempts and cache entries (SQLAlchemy over SQLite or PostgreSQL)."""
 
+from heddle._store.engine import store_backend
 from heddle._store.records import (
     ABORTED,
     FAILED,
@@ -27,4 +28,5 @@ __all__ = [
     "Store",
     "WriteBatch",
     "sqlite_url",
+    "store_backend",
 ]
