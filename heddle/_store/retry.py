@@ -8,6 +8,7 @@ group commits without blocking the event loop (see ``Outage``).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import sqlite3
@@ -25,6 +26,8 @@ T = TypeVar("T")
 
 OUTAGE_ENV = "HEDDLE_STORE_OUTAGE_SECONDS"
 DEFAULT_OUTAGE_SECONDS = 60.0
+# Opening a store waits less: a database that never answered is more likely misnamed.
+OPEN_SECONDS = 10.0
 
 # SQLSTATEs worth retrying besides class 08 (connection exceptions): the server is
 # shutting down, crashed or starting up; too many connections; a serialization
@@ -95,6 +98,10 @@ class RetryPolicy:
         if not seconds >= 0:
             raise ConfigError(f"{OUTAGE_ENV}={raw!r} is not a number of seconds (>= 0)")
         return cls(give_up_after=seconds)
+
+    def for_opening(self) -> RetryPolicy:
+        """The policy for the first contact with a database: at most OPEN_SECONDS."""
+        return dataclasses.replace(self, give_up_after=min(self.give_up_after, OPEN_SECONDS))
 
     def outage(
         self,

@@ -30,7 +30,7 @@ from heddle._store.records import (
     RunRecord,
     WriteBatch,
 )
-from heddle._store.retry import Outage, RetryPolicy, Unavailable
+from heddle._store.retry import Outage, RetryPolicy, Unavailable, is_transient
 from heddle._store.schema import actions, attempts, cache_entries, run_events, runs
 from heddle._store.writes import JournalWriter, Statements
 
@@ -183,11 +183,15 @@ class Store:
         )
 
     def write_with_retry(
-        self, attempt: Callable[[bool], T], doing: str, hint: str = _RETRY_HINT
+        self,
+        attempt: Callable[[bool], T],
+        doing: str,
+        hint: str = _RETRY_HINT,
+        policy: RetryPolicy | None = None,
     ) -> T:
         """``attempt(retrying)`` under the retry policy; errors become StoreErrors."""
         try:
-            return self.retry.call(
+            return (policy or self.retry).call(
                 attempt, give_up=lambda last, outage: self.unreachable(doing, last, outage, hint)
             )
         except Exception as exc:
@@ -230,7 +234,18 @@ class Store:
                 )
             return None
 
-        current = self._read("open the store (is it a Heddle store?)", revision)
+        def read_revision(_retrying: bool) -> str | None:
+            with self._engine.connect() as conn:
+                return revision(conn)
+
+        # A database that never answered this process is more likely a wrong URL than
+        # a restart: give up on it sooner than on one that went away mid-run.
+        current = self.write_with_retry(
+            read_revision,
+            "open the store (is it a Heddle store?)",
+            "check the database URL and that the database is running",
+            self.retry.for_opening(),
+        )
         if current == HEAD_REVISION:
             return
         if current is None and not create:
@@ -414,8 +429,9 @@ class Store:
             try:
                 with self._write_lock:
                     self._statements.write(raw, batch, retrying=retrying)
-            except BaseException:
-                raw.invalidate()
+            except Exception as exc:
+                if is_transient(exc):
+                    raw.invalidate()  # lost: the pool must not hand it out again
                 raise
             finally:
                 raw.close()

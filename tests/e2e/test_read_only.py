@@ -155,6 +155,32 @@ def test_reading_an_existing_store_leaves_its_file_unchanged(tmp_path: Path) -> 
     assert not (home / "heddle.db-wal").exists() or (home / "heddle.db-wal").stat().st_size == 0
 
 
+def test_a_read_upgrades_an_older_store_it_finds(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from heddle._store.store import _MIGRATIONS
+
+    db = tmp_path / "old.db"
+    engine = create_engine(f"sqlite:///{db}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0002")
+    engine.dispose()
+
+    proc = sh(tmp_path, "--db-url", f"sqlite:///{db}", "runs", "list")
+
+    assert proc.returncode == 0, proc.stderr
+    assert "no runs" in proc.stdout
+    engine = create_engine(f"sqlite:///{db}")
+    try:
+        assert "run_events" in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+
+
 def test_an_empty_sqlite_file_is_no_store_and_stays_empty(tmp_path: Path) -> None:
     db = tmp_path / "empty.db"
     db.touch()

@@ -165,3 +165,8 @@ def test_a_terminated_backend_is_transient_and_a_duplicate_key_is_not(pg_url: st
     finally:
         engine.dispose()
         admin.dispose()
+
+
+def test_opening_a_store_waits_at_most_ten_seconds() -> None:
+    assert RetryPolicy(give_up_after=60).for_opening().give_up_after == 10
+    assert RetryPolicy(give_up_after=3).for_opening().give_up_after == 3
