@@ -35,6 +35,30 @@ class StoreError(HeddleError):
     """The store could not be opened or read (missing, corrupt, wrong schema)."""
 
 
+class StoreNotFoundError(StoreError):
+    """No Heddle store where one was looked for (a read does not create one)."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store could not be reached for longer than Heddle rides out an outage
+    (``HEDDLE_STORE_OUTAGE_SECONDS``): the database is down or the network is gone."""
+
+
+class RunTakenOverError(HeddleError):
+    """Another process took this run over (``heddle recover --force``) while this one
+    drove it: this process stopped its work and recorded nothing more."""
+
+    def __init__(self, run_id: str, owner: str | None, generation: int | None) -> None:
+        by = f" by {owner}" if owner else ""
+        super().__init__(
+            f"run {run_id!r} was taken over{by} (heddle recover): this process stopped "
+            "driving it and recorded nothing more; the run goes on there"
+        )
+        self.run_id = run_id
+        self.owner = owner
+        self.generation = generation
+
+
 class StorageError(HeddleError):
     """The object store could not be reached or returned bad data."""
 

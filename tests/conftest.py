@@ -9,6 +9,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
+from pg_cluster import PgCluster, find_bindir
 
 import heddle
 from heddle._sdk import config
@@ -23,9 +24,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
         monkeypatch.delenv(var, raising=False)
     monkeypatch.chdir(tmp_path)
     yield
-    if config._session is not None:
-        config._session.close()
-        config._session = None
+    config.reset()
 
 
 @pytest.fixture
@@ -72,9 +71,7 @@ def _new_pg_database(base: str) -> Iterator[str]:
     try:
         yield make_url(base).set(database=name).render_as_string(hide_password=False)
     finally:
-        if config._session is not None:
-            config._session.close()
-            config._session = None
+        config.reset()
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
@@ -109,3 +106,20 @@ def any_home(db_url: str, tmp_path: Path) -> str:
     """heddle.init on each backend (with a local folder for blobs); returns the db URL."""
     heddle.init(tmp_path / "heddle-home", db_url=db_url, executor="inline")
     return db_url
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """A private PostgreSQL server that tests may stop and restart (the shared one is
+    used by other tests at the same time); skips when no PostgreSQL binaries are here."""
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) to start a private cluster")
+    try:
+        cluster = PgCluster(bindir)
+    except (OSError, RuntimeError, KeyError) as exc:
+        pytest.skip(f"cannot start a private PostgreSQL cluster: {exc}")
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()

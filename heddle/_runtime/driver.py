@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from heddle._errors import HeddleError, RunAbortedError
+from heddle._errors import HeddleError, RunAbortedError, RunTakenOverError
 from heddle._executors.capture import tee_installed
-from heddle._runtime import failures
+from heddle._runtime import failures, lease
 from heddle._runtime.controller import Controller, Executor
 from heddle._runtime.literals import LiteralStore
 from heddle._runtime.spec import TaskSpec
@@ -112,6 +112,8 @@ class Driver:
         encoded_inputs: bytes,
         prior_actions: dict[str, ActionRecord] | None = None,
         prior_attempts: list[AttemptRecord] | None = None,
+        *,
+        generation: int = 0,
     ) -> None:
         self.store = store
         self.literals = literals
@@ -122,6 +124,8 @@ class Driver:
         self.encoded_inputs = encoded_inputs
         self.prior_actions = prior_actions
         self.prior_attempts = prior_attempts
+        # The run's generation when this driver took it: its writes check it (fencing).
+        self.generation = generation
         self.controller: Controller | None = None
 
     async def drive(self) -> RunOutcome:
@@ -143,6 +147,7 @@ class Driver:
         call = controller.prepare_root(self.spec, self.encoded_inputs)
         # The encoded output is what the run record keeps: no decode and re-encode.
         root = asyncio.ensure_future(controller.run_encoded(call))
+        lease.hold(controller, self.run_id, self.generation, root)
         watcher = asyncio.ensure_future(self._watch(root))
         outcome: RunOutcome
         try:
@@ -159,6 +164,10 @@ class Driver:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+        stopped = lease.must_not_record(controller)
+        if stopped is not None:
+            controller.journal.close()
+            return RunOutcome(FAILED, error=stopped)
         # Calls the run made and no longer awaits were cancelled when their parents
         # ended: let them record that before the run's own end is written.
         with contextlib.suppress(asyncio.CancelledError):
@@ -183,8 +192,8 @@ class Driver:
             values["error"] = failures.failure_of(outcome.error, kind).to_json()
         # Nothing runs for this run any more: actions an earlier driver left queued or
         # running, and that this one never called again, are closed as aborted.
-        self.store.close_unfinished(self.run_id, _abandoned())
-        self.store.update_run(self.run_id, **values)
+        self.store.close_unfinished(self.run_id, _abandoned(), self.generation)
+        self.store.update_run(self.run_id, generation=self.generation, **values)
         controller.journal.close()
         # Fold the run's write-ahead log into the database without making the
         # caller wait for it; an interrupted checkpoint is harmless.
@@ -208,13 +217,19 @@ class Driver:
                     root.cancel()
                     return
                 await asyncio.to_thread(
-                    self.store.update_run, self.run_id, heartbeat_at=time.time()
+                    self.store.update_run,
+                    self.run_id,
+                    generation=self.generation,
+                    heartbeat_at=time.time(),
                 )
                 # The journal's connection never checkpoints (that would put fsyncs on
                 # the commit path); do it here, off the loop's thread.
                 await asyncio.to_thread(self.store.checkpoint)
             except asyncio.CancelledError:
                 raise
+            except RunTakenOverError as exc:
+                lease.taken_over(self.controller, exc)
+                return
             except Exception:
                 # A missed heartbeat is not fatal; the lease is long enough for a retry.
                 continue

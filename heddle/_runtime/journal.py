@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from heddle._store import Store, WriteBatch
+from heddle._store.retry import Outage, Unavailable
 
 # Commits durable() may write at once, without yielding, before the loop gets a turn.
 MAX_STREAK = 8
@@ -70,6 +72,12 @@ class Journal:
 
     The write runs on the event loop's thread once per loop turn: everything put
     during the turn lands in one transaction, and a lone commit costs no thread hop.
+
+    A commit that fails because the database is unreachable (a restart, a dropped
+    connection) is kept with everything put since and tried again after a backoff
+    delay, without blocking the loop; its waiters wait. The retried commit upserts,
+    since the failed one may have landed. Past the store's outage limit, or on any
+    other error, the journal fails: every waiter, now and later, gets the error.
     """
 
     def __init__(
@@ -91,13 +99,29 @@ class Journal:
         self._scheduled = False
         self._handle: asyncio.Handle | None = None
         self._streak = 0  # commits written in durable() since the loop last had a turn
+        # Set while commits fail for a reason that may pass; the retry timer owns writing.
+        self._outage: Outage | None = None
+        self._retry_handle: asyncio.TimerHandle | None = None
+        # A commit failed with its outcome unknown: the next one upserts its inserts.
+        self._uncertain = False
+        self._on_failure: list[Callable[[BaseException], None]] = []
         self.commits = 0
+        self.outages = 0
         self.failed: BaseException | None = None
 
     def mark_persisted(self, action_ids: set[str], attempts: set[tuple[str, int]]) -> None:
         """Tell the journal which rows already exist (after loading a run to recover it)."""
         self._persisted_actions |= action_ids
         self._persisted_attempts |= attempts
+
+    def fence(self, run_id: str, generation: int) -> None:
+        """Commit only while ``run_id`` is at ``generation``: once another process took
+        the run over, the journal fails with RunTakenOverError and writes nothing more."""
+        self._writer.fence_with(run_id, generation)
+
+    def on_failure(self, callback: Callable[[BaseException], None]) -> None:
+        """Call ``callback(error)`` (on the loop's thread) when the journal fails."""
+        self._on_failure.append(callback)
 
     def put_action(self, state: ActionState) -> None:
         self._actions[state.id] = state
@@ -115,14 +139,16 @@ class Journal:
         """Wait until everything handed to the journal so far is committed."""
         if self.failed is not None:
             raise self.failed
-        if self._streak < MAX_STREAK and self._nothing_else_ready():
+        if self._outage is None and self._streak < MAX_STREAK and self._nothing_else_ready():
             # No other code can join this commit in this loop turn (a chain of awaited
             # calls): write it now instead of a turn later. The caller goes on without
             # yielding, so after MAX_STREAK of these the loop gets its turn.
             self._streak += 1
             self._cancel_scheduled()
-            self.flush_now()
-            return
+            if self._commit():
+                return
+            if self.failed is not None:
+                raise self.failed
         self._streak = 0
         fut: asyncio.Future[None] = self._loop.create_future()
         self._waiters.append(fut)
@@ -130,6 +156,8 @@ class Journal:
         await fut
 
     def _schedule(self) -> None:
+        if self._outage is not None or self.failed is not None:
+            return  # the retry timer writes everything pending; a failed journal nothing
         if not self._scheduled:
             self._scheduled = True
             self._turns_left = self._gather_turns
@@ -182,15 +210,77 @@ class Journal:
         self._waiters = []
         return batch, waiters, new_actions, new_attempts
 
+    def _put_back(self, batch: WriteBatch, waiters: list[asyncio.Future[None]]) -> None:
+        """Return a batch that did not commit to the buffers (before anything put since)."""
+        actions = {a.id: a for a in (*batch.action_inserts, *batch.action_updates)}
+        actions.update(self._actions)
+        self._actions = actions
+        attempts = {
+            (t.action_id, t.number): t for t in (*batch.attempt_inserts, *batch.attempt_updates)
+        }
+        attempts.update(self._attempts)
+        self._attempts = attempts
+        self._cache_puts = batch.cache_puts + self._cache_puts
+        self._waiters = waiters + self._waiters
+
     def _flush(self) -> None:
         if self._turns_left:
             self._turns_left -= 1
             self._loop.call_soon(self._flush)
             return
         self._scheduled = False
+        if self._outage is not None or self.failed is not None:
+            return
         # On failure every waiter has already been handed the error by _fail.
         with contextlib.suppress(Exception):
-            self.flush_now()
+            self._commit()
+
+    def _commit(self) -> bool:
+        """One try at committing everything pending, on the loop's thread.
+
+        True: committed. False: the database is unreachable, the batch is kept and a
+        retry is scheduled (or, past the outage limit, the journal has failed).
+        Raises (after failing the journal) on any other error.
+        """
+        batch, waiters, new_actions, new_attempts = self._take_batch()
+        try:
+            self._writer.try_write(batch, retrying=self._uncertain)
+        except Unavailable as exc:
+            self._put_back(batch, waiters)
+            self._ride_out(exc)
+            return False
+        except BaseException as exc:
+            self._fail(waiters, exc)
+            raise
+        self._committed(waiters, new_actions, new_attempts)
+        return True
+
+    def _ride_out(self, exc: Unavailable) -> None:
+        """Schedule the next try of a commit that found the database unreachable."""
+        self._uncertain = True
+        if self._outage is None:
+            self._outage = self._store.retry.outage()
+            self.outages += 1
+        delay = self._outage.next_delay()
+        if delay is None:
+            error = self._store.unreachable("record actions", exc, self._outage, self._hint())
+            self._outage = None
+            _batch, waiters, _a, _t = self._take_batch()
+            self._fail(waiters, error)
+            return
+        self._retry_handle = self._loop.call_later(delay, self._retry)
+
+    def _hint(self) -> str:
+        fence = self._writer.fence
+        run = fence.run_id if fence is not None else "RUN"
+        return f"the run stopped here; once the database is back, `heddle recover {run}` resumes it"
+
+    def _retry(self) -> None:
+        self._retry_handle = None
+        if self.failed is not None:
+            return
+        with contextlib.suppress(Exception):
+            self._commit()
 
     def _committed(
         self,
@@ -199,29 +289,61 @@ class Journal:
         new_attempts: set[tuple[str, int]],
     ) -> None:
         self.commits += 1
+        self._uncertain = False
         self._persisted_actions |= new_actions
         self._persisted_attempts |= new_attempts
         for w in waiters:
             if not w.done():
                 w.set_result(None)
+        if self._outage is not None:
+            # The database is back: write what was put while we waited, as usual.
+            self._outage = None
+            if self._actions or self._attempts or self._cache_puts or self._waiters:
+                self._schedule()
+
+    def fail(self, exc: BaseException) -> None:
+        """Stop the journal from outside (the driver found the run taken over): every
+        waiter, now and later, gets ``exc``, and nothing more is written."""
+        if self.failed is not None:
+            return
+        _batch, waiters, _a, _t = self._take_batch()
+        self._fail(waiters, exc)
 
     def _fail(self, waiters: list[asyncio.Future[None]], exc: BaseException) -> None:
         # A failed commit means the log can no longer be trusted for this process:
         # every waiter, now and later, sees the error and the run stops.
+        first = self.failed is None
         self.failed = exc
-        for w in waiters:
+        if self._retry_handle is not None:
+            self._retry_handle.cancel()
+            self._retry_handle = None
+        for w in (*waiters, *self._waiters):
             if not w.done():
                 w.set_exception(exc)
+        self._waiters = []
+        if first:
+            for callback in self._on_failure:
+                callback(exc)
 
     def flush_now(self) -> None:
-        """Write whatever is pending, synchronously, on the loop's thread."""
+        """Write whatever is pending, synchronously, on the loop's thread. Through an
+        outage this blocks, retrying for as long as the store's policy allows."""
+        if self.failed is not None:
+            raise self.failed
+        if self._retry_handle is not None:
+            self._retry_handle.cancel()
+            self._retry_handle = None
+        self._outage = None
         batch, waiters, new_actions, new_attempts = self._take_batch()
         try:
-            self._writer.write(batch)
+            self._writer.write(batch, retrying=self._uncertain)
         except BaseException as exc:
             self._fail(waiters, exc)
             raise
         self._committed(waiters, new_actions, new_attempts)
 
     def close(self) -> None:
+        if self._retry_handle is not None:
+            self._retry_handle.cancel()
+            self._retry_handle = None
         self._writer.close()

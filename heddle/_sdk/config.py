@@ -64,12 +64,20 @@ def resolve_settings(
 
 
 class Session:
-    """The open store and storage for this process."""
+    """The open store and storage for this process.
 
-    def __init__(self, settings: Settings) -> None:
+    ``create``: make the store if it is not there (starting runs); otherwise a missing
+    store is a StoreError naming where it was looked for. ``read_only``: for commands
+    that only look at runs; creates nothing, not even the storage folder.
+    """
+
+    def __init__(self, settings: Settings, *, create: bool = True, read_only: bool = False) -> None:
         self.settings = settings
-        self.store = Store(settings.db_url)
-        self.blobs = BlobStore(settings.storage_url, cache_dir=settings.home / "cache")
+        self.read_only = read_only
+        self.store = Store(settings.db_url, create=create, read_only=read_only)
+        self.blobs = BlobStore(
+            settings.storage_url, cache_dir=settings.home / "cache", create=not read_only
+        )
         self.literals = LiteralStore(self.blobs)
         set_default_sink(self.blobs)
 
@@ -122,7 +130,17 @@ def storage_credentials() -> dict[str, str]:
 
 
 _lock = threading.Lock()
-_session: Session | None = None
+_settings: Settings | None = None  # set by configure(); else read from the environment
+_session: Session | None = None  # the writable session (starting, recovering, aborting runs)
+_reader: Session | None = None  # a read-only session, while no writable one is open
+
+
+def _close_sessions() -> None:
+    global _session, _reader
+    for s in (_session, _reader):
+        if s is not None:
+            s.close()
+    _session = _reader = None
 
 
 def init(
@@ -137,20 +155,57 @@ def init(
     """Set where runs are stored (``root`` for both, or a database URL and a storage URL),
     the default executor ("process", "inline" or "ray") and, for the process executor, the
     machine capacity to schedule against (detected when not given); for the ray executor,
-    ``ray_address`` is the cluster to join (default $HEDDLE_RAY_ADDRESS, else a local Ray)."""
-    global _session
+    ``ray_address`` is the cluster to join (default $HEDDLE_RAY_ADDRESS, else a local Ray).
+
+    Opens the store, creating it if it is not there."""
+    global _session, _settings
     settings = resolve_settings(root, db_url, storage_url, executor, capacity, ray_address)
     with _lock:
-        if _session is not None:
-            _session.close()
+        _close_sessions()
+        _settings = settings
         _session = Session(settings)
         return _session
 
 
-def get_session() -> Session:
-    """The current session, opened from the environment on first use."""
+def configure(settings: Settings) -> None:
+    """Use ``settings`` for the sessions opened from now on, without opening one yet
+    (the command line: a command that only reads must not create the store)."""
+    global _settings
+    with _lock:
+        _close_sessions()
+        _settings = settings
+
+
+def reset() -> None:
+    """Close the sessions and forget configured settings (tests)."""
+    global _settings
+    with _lock:
+        _close_sessions()
+        _settings = None
+
+
+def current_settings() -> Settings:
+    """The configured settings, or those from the environment."""
+    return _settings or resolve_settings()
+
+
+def get_session(*, create: bool = True) -> Session:
+    """The writable session, opened from the configured settings or the environment on
+    first use. ``create=False``: the store must already exist (recover, abort)."""
     global _session
     with _lock:
         if _session is None:
-            _session = Session(resolve_settings())
+            _session = Session(_settings or resolve_settings(), create=create)
         return _session
+
+
+def get_reader() -> Session:
+    """A session for reading runs: the writable one if it is open, else a read-only one
+    on an existing store (a StoreError naming where it looked if there is none)."""
+    global _reader
+    with _lock:
+        if _session is not None:
+            return _session
+        if _reader is None:
+            _reader = Session(_settings or resolve_settings(), create=False, read_only=True)
+        return _reader

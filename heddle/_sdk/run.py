@@ -18,7 +18,7 @@ from heddle._runtime.controller import Stats
 from heddle._runtime.driver import Driver, RunOutcome, new_owner, owner_alive
 from heddle._runtime.ids import action_id, input_hash, new_run_id
 from heddle._sdk import program
-from heddle._sdk.config import Session, get_session
+from heddle._sdk.config import Session, get_reader, get_session
 from heddle._sdk.task import Task
 from heddle._store import FINAL_STATES, RUNNING, SUCCEEDED, ActionRecord, RunRecord
 from heddle._types.storable import text_problem
@@ -198,11 +198,12 @@ def run(
 
 def recover(run_id: str, *, wait: bool = True, force: bool = False) -> Run:
     """Resume a run whose driver died (or that failed): replay what succeeded, run the rest."""
-    session = get_session()
+    session = get_session(create=False)
     rec = session.store.get_run(run_id)
     if rec.status == SUCCEEDED:
         raise RecoveryError(f"run {rec.id} already succeeded; nothing to recover")
-    if rec.status not in FINAL_STATES and owner_alive(rec.owner, rec.heartbeat_at) and not force:
+    alive = rec.status not in FINAL_STATES and owner_alive(rec.owner, rec.heartbeat_at)
+    if alive and not force:
         age = time.time() - (rec.heartbeat_at or 0)
         raise RecoveryError(
             f"run {rec.id} is still being driven by {rec.owner} (heartbeat {age:.0f}s ago); "
@@ -214,22 +215,36 @@ def recover(run_id: str, *, wait: bool = True, force: bool = False) -> Run:
             f"run {rec.id} was started with task {rec.root_task!r}, found {task.name!r}"
         )
     owner = new_owner()
-    if not session.store.claim_run(rec.id, owner, rec.owner):
+    # Taking the run bumps its generation: a driver still running it (forced) finds
+    # itself fenced at its next write and stops.
+    previous = f"{rec.owner} (still alive: forced)" if alive else f"{rec.owner} ({rec.status})"
+    generation = session.store.claim_run(
+        rec.id, owner, rec.generation, f"recovered by {owner} from {previous}"
+    )
+    if generation is None:
         raise RecoveryError(f"run {rec.id} was claimed by another process while recovering")
-    session.store.update_run(rec.id, abort_requested=0, error=None)
     prior = {a.id: a for a in session.store.actions_of_run(rec.id)}
     attempts = session.store.attempts_of_run(rec.id)
     encoded = session.literals.from_literal(rec.inputs)
     ex = session.make_executor(rec.executor if rec.executor else None)
     driver = Driver(
-        session.store, session.literals, ex, rec.id, owner, task.spec, encoded, prior, attempts
+        session.store,
+        session.literals,
+        ex,
+        rec.id,
+        owner,
+        task.spec,
+        encoded,
+        prior,
+        attempts,
+        generation=generation,
     )
     return _start(Run(session, rec.id, task), driver, wait)
 
 
 def abort(run_id: str, *, wait: float = 10.0) -> str:
     """Ask a run to stop; if its driver is gone, mark it aborted at once. Returns the final status."""
-    session = get_session()
+    session = get_session(create=False)
     rec = session.store.get_run(run_id)
     if rec.status in FINAL_STATES:
         return rec.status
@@ -253,15 +268,15 @@ def abort(run_id: str, *, wait: float = 10.0) -> str:
 
 def get_run(run_id: str) -> Run:
     """A handle on a stored run."""
-    session = get_session()
+    session = get_reader()
     rec = session.store.get_run(run_id)
     return Run(session, rec.id)
 
 
 def list_runs(limit: int = 50, status: str | None = None) -> list[RunRecord]:
-    return get_session().store.list_runs(limit=limit, status=status)
+    return get_reader().store.list_runs(limit=limit, status=status)
 
 
 def inputs_of(run: RunRecord, task: Task[Any, Any] | None = None) -> Mapping[str, Any] | Any:
-    data = get_session().literals.from_literal(run.inputs)
+    data = get_reader().literals.from_literal(run.inputs)
     return task.spec.decode_inputs(data) if task else msgspec.msgpack.decode(data)

@@ -77,9 +77,12 @@ class BlobStore:
     hand the bytes to a person (downloads).
     """
 
-    def __init__(self, url: str, cache_dir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, url: str, cache_dir: str | os.PathLike[str] | None = None, *, create: bool = True
+    ) -> None:
         self.url = url
-        self._store, self.root = open_store(url)
+        # create=False (a reader): a local folder that is not there is not made.
+        self._opened, self.root = open_store(url, create=create)
         self._known: set[str] = set()
         self.cache_dir = (
             Path(cache_dir) if cache_dir is not None else _default_cache_dir(url, self.root)
@@ -89,6 +92,16 @@ class BlobStore:
         self._verified: dict[str, _Stamp] = {}
         # Local files uploaded by put_file, so an unchanged 1 GB input is hashed once.
         self._uploaded: dict[tuple[str, int, int, int], str] = {}
+
+    @property
+    def _store(self) -> Any:
+        if self._opened is None:
+            assert self.root is not None
+            if not self.root.is_dir():
+                # Nothing was ever stored here: every blob is missing.
+                raise FileNotFoundError(f"no storage folder {self.root}")
+            self._opened, _root = open_store(self.url)
+        return self._opened
 
     @property
     def is_local(self) -> bool:

@@ -68,11 +68,17 @@ def run_quietly(fn: Callable[[], object]) -> None:
         fn()
 
 
-def open_store(url: str) -> tuple[Any, Path | None]:
-    """The obstore store for a URL, and its root folder when it is local."""
+def open_store(url: str, *, create: bool = True) -> tuple[Any, Path | None]:
+    """The obstore store for a URL, and its root folder when it is local.
+
+    Unless ``create``, a local folder that does not exist is not made: the store is
+    then None (a reader opens it once the folder appears, see BlobStore).
+    """
     if "://" not in url or url.startswith("file://"):
         raw = url[len("file://") :] if url.startswith("file://") else url
         path = Path(raw).expanduser().resolve()
+        if not create and not path.is_dir():
+            return None, path
         path.mkdir(parents=True, exist_ok=True)
         return LocalStore(str(path)), path
     try:

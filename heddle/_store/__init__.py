@@ -1,6 +1,7 @@
 """The store: runs, actions, attempts, cache entries and run events (SQLAlchemy over
 SQLite or PostgreSQL)."""
 
+from heddle._store.engine import store_backend
 from heddle._store.records import (
     ABORTED,
     FAILED,
@@ -32,4 +33,5 @@ __all__ = [
     "Store",
     "WriteBatch",
     "sqlite_url",
+    "store_backend",
 ]

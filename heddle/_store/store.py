@@ -1,36 +1,29 @@
 """The store: runs, actions, attempts, cache entries and run events in SQLite or PostgreSQL.
 
 The only module that talks SQL. Writes from the runtime arrive as a WriteBatch and
-land in one transaction; reads return frozen records.
+land in one transaction; reads return frozen records. Every read and write rides out
+a lost connection (a database restart) under the store's RetryPolicy.
 """
 
 from __future__ import annotations
 
-import operator
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import (
-    Connection,
-    Engine,
-    Select,
-    bindparam,
-    create_engine,
-    event,
-    func,
-    inspect,
-    select,
-    text,
-    update,
+from sqlalchemy import Connection, Select, func, inspect, select, text, update
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+
+from heddle._errors import (
+    HeddleError,
+    RunNotFoundError,
+    RunTakenOverError,
+    StoreError,
+    StoreUnavailableError,
 )
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
-
-from heddle._errors import ConfigError, HeddleError, RunNotFoundError, StoreError
+from heddle._store.engine import describe, make_engine, no_store, parse_url
 from heddle._store.records import (
     ActionRecord,
     AttemptRecord,
@@ -38,74 +31,16 @@ from heddle._store.records import (
     RunRecord,
     WriteBatch,
 )
+from heddle._store.retry import Outage, RetryPolicy, Unavailable, is_transient
 from heddle._store.schema import actions, attempts, cache_entries, run_events, runs
+from heddle._store.writes import JournalWriter, Statements
 
 HEAD_REVISION = "0003"
 _MIGRATIONS = Path(__file__).parent / "migrations"
+T = TypeVar("T")
 
-_ACTION_UPDATE = (
-    update(actions)
-    .where(actions.c.run_id == bindparam("_run_id"))
-    .where(actions.c.id == bindparam("_id"))
-    .values(
-        status=bindparam("status"),
-        attempts=bindparam("attempts"),
-        task_version=bindparam("task_version"),
-        cached=bindparam("cached"),
-        cache_key=bindparam("cache_key"),
-        output=bindparam("output"),
-        error=bindparam("error"),
-        started_at=bindparam("started_at"),
-        finished_at=bindparam("finished_at"),
-    )
-)
-_ATTEMPT_UPDATE = (
-    update(attempts)
-    .where(attempts.c.run_id == bindparam("_run_id"))
-    .where(attempts.c.action_id == bindparam("_action_id"))
-    .where(attempts.c.number == bindparam("_number"))
-    .values(
-        status=bindparam("status"),
-        worker=bindparam("worker"),
-        error=bindparam("error"),
-        output=bindparam("output"),
-        started_at=bindparam("started_at"),
-        finished_at=bindparam("finished_at"),
-        cpu_seconds=bindparam("cpu_seconds"),
-        peak_rss=bindparam("peak_rss"),
-    )
-)
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    # WAL + synchronous=NORMAL: a commit survives a crash of the process (kill -9);
-    # only an OS crash or power loss can lose the last commits.
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
-
-
-def _make_engine(url: str) -> Engine:
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise ConfigError(f"HEDDLE_DB_URL {url!r} is not a database URL: {exc}") from exc
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        database = parsed.database
-        if database and database != ":memory:":
-            path = Path(database)
-            if path.exists() and path.is_dir():
-                raise StoreError(f"store path {path} is a directory, not a SQLite file")
-            path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    if backend == "postgresql":
-        return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
-    raise ConfigError(f"unsupported store backend {backend!r} in {url!r}: use sqlite or postgresql")
+# What to do when the database stays unreachable, by default.
+_RETRY_HINT = "check that the database is running and reachable, then try again"
 
 
 def _row_to_run(row: Any) -> RunRecord:
@@ -184,38 +119,50 @@ def attempt_from_row(row: Any) -> AttemptRecord:
 
 
 class Store:
-    """A handle on one store database. Thread-safe; cheap to keep open."""
+    """A handle on one store database. Thread-safe; cheap to keep open.
 
-    def __init__(self, url: str) -> None:
+    ``create``: make the store (folder, database, schema) if it is not there; else a
+    missing store raises StoreError naming where it was looked for. ``read_only``:
+    connections cannot write (a command that only looks at runs). ``retry``: how long
+    a lost database is waited for (default: RetryPolicy.from_env()).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        create: bool = True,
+        read_only: bool = False,
+        retry: RetryPolicy | None = None,
+    ) -> None:
         self.url = url
-        self._engine = _make_engine(url)
+        self.read_only = read_only
+        self.retry = retry or RetryPolicy.from_env()
+        self._parsed = parse_url(url)
+        self._engine = make_engine(url, create=create and not read_only, read_only=read_only)
         self.dialect = self._engine.dialect.name
         dbapi = self._engine.dialect.dbapi
         self._dbapi_errors: type[Exception] = getattr(dbapi, "Error", SQLAlchemyError)
         self._write_lock = threading.Lock()
-        self._migrate()
-        self._statements = _Statements(self)
+        try:
+            self._migrate(create=create and not read_only)
+        except BaseException:
+            self._engine.dispose()
+            raise
+        self._statements = Statements(self._engine.dialect)
 
     # -- lifecycle -----------------------------------------------------------------
 
     def _describe(self) -> str:
-        return make_url(self.url).render_as_string(hide_password=True)
+        return describe(self._parsed)
 
-    @contextmanager
-    def _errors(self, doing: str) -> Iterator[None]:
-        try:
-            yield
-        except Exception as exc:
-            error = self._store_error(doing, exc)
-            if error is exc:
-                raise
-            raise error from exc
-
-    def _store_error(self, doing: str, exc: Exception) -> Exception:
+    def _store_error(self, doing: str, exc: BaseException) -> BaseException:
         """The error to raise for ``exc``: a StoreError naming the store and what failed
         (HeddleErrors and errors that are not the database's pass through unchanged)."""
         if isinstance(exc, HeddleError):
             return exc
+        if isinstance(exc, Unavailable):
+            exc = exc.error
         if isinstance(exc, (OperationalError, DBAPIError)):
             return StoreError(f"store {self._describe()}: cannot {doing}: {exc.orig}")
         if isinstance(exc, (SQLAlchemyError, self._dbapi_errors)):
@@ -223,70 +170,207 @@ class Store:
             return StoreError(f"store {self._describe()}: cannot {doing}: {exc}")
         return exc
 
-    def _migrate(self) -> None:
-        with self._errors("open the store (is it a Heddle store?)"), self._engine.connect() as conn:
-            current = None
+    def unreachable(self, doing: str, last: BaseException, outage: Outage, hint: str) -> StoreError:
+        """The error for giving up on an outage: names the store, how long it was tried
+        and the last failure, and says what to do."""
+        cause = last.error if isinstance(last, Unavailable) else last
+        if isinstance(cause, DBAPIError) and cause.orig is not None:
+            cause = cause.orig
+        reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        return StoreUnavailableError(
+            f"store {self._describe()}: cannot {doing}: the database has been unreachable "
+            f"for {outage.elapsed:.0f}s ({outage.tries} tries; last: {reason}); {hint} "
+            f"(HEDDLE_STORE_OUTAGE_SECONDS sets how long Heddle waits)"
+        )
+
+    def write_with_retry(
+        self,
+        attempt: Callable[[bool], T],
+        doing: str,
+        hint: str = _RETRY_HINT,
+        policy: RetryPolicy | None = None,
+    ) -> T:
+        """``attempt(retrying)`` under the retry policy; errors become StoreErrors."""
+        try:
+            return (policy or self.retry).call(
+                attempt, give_up=lambda last, outage: self.unreachable(doing, last, outage, hint)
+            )
+        except Exception as exc:
+            error = self._store_error(doing, exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    def connection(self, doing: str) -> Connection:
+        """A live connection (the caller closes it), waited for through an outage."""
+        return self.write_with_retry(lambda _retrying: self._engine.connect(), doing)
+
+    def _read(self, doing: str, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` on a connection, again on a fresh one if the first was lost."""
+
+        def attempt(_retrying: bool) -> T:
+            with self._engine.connect() as conn:
+                return fn(conn)
+
+        return self.write_with_retry(attempt, doing)
+
+    def _write(self, doing: str, fn: Callable[[Connection, bool], T]) -> T:
+        """Run ``fn(conn, retrying)`` in one transaction, retried on a lost connection;
+        ``retrying`` says an earlier try may have landed (``fn`` must then not fail on it)."""
+
+        def attempt(retrying: bool) -> T:
+            with self._write_lock, self._engine.begin() as conn:
+                return fn(conn, retrying)
+
+        return self.write_with_retry(attempt, doing)
+
+    def _migrate(self, *, create: bool) -> None:
+        def revision(conn: Connection) -> str | None:
             if inspect(conn).has_table("alembic_version"):
-                current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-            elif inspect(conn).has_table("runs"):
+                return str(conn.execute(text("SELECT version_num FROM alembic_version")).scalar())
+            if inspect(conn).has_table("runs"):
                 raise StoreError(
                     f"store {self._describe()} has a 'runs' table but no migration history: "
                     "it was not made by Heddle"
                 )
+            return None
+
+        def read_revision(_retrying: bool) -> str | None:
+            with self._engine.connect() as conn:
+                return revision(conn)
+
+        # A database that never answered this process is more likely a wrong URL than
+        # a restart: give up on it sooner than on one that went away mid-run.
+        current = self.write_with_retry(
+            read_revision,
+            "open the store (is it a Heddle store?)",
+            "check the database URL and that the database is running",
+            self.retry.for_opening(),
+        )
         if current == HEAD_REVISION:
             return
+        if current is None and not create:
+            raise no_store(self._parsed)
         from alembic import command
         from alembic.config import Config
 
         cfg = Config()
         cfg.set_main_option("script_location", str(_MIGRATIONS))
-        with self._errors("migrate the store schema"), self._engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        # A read-only handle on an older store upgrades it through a writable engine:
+        # the store is there, and every open upgrades it.
+        engine = make_engine(self.url) if self.read_only else self._engine
+
+        def upgrade(_retrying: bool) -> None:
+            with engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+
+        try:
+            self.write_with_retry(upgrade, "migrate the store schema")
+        finally:
+            if engine is not self._engine:
+                engine.dispose()
 
     def close(self) -> None:
         self._engine.dispose()
-
-    @contextmanager
-    def _write(self, doing: str) -> Iterator[Connection]:
-        with self._errors(doing), self._write_lock, self._engine.begin() as conn:
-            yield conn
 
     # -- runs ----------------------------------------------------------------------
 
     def create_run(self, run: RunRecord) -> None:
         row = {f: getattr(run, f) for f in RunRecord.__slots__}
         row["abort_requested"] = int(run.abort_requested)
-        with self._write("record the run") as conn:
+
+        def write(conn: Connection, retrying: bool) -> None:
+            if retrying and conn.execute(select(runs.c.id).where(runs.c.id == run.id)).first():
+                return  # the first try landed; its acknowledgement was lost
             conn.execute(runs.insert(), row)
 
-    def update_run(self, run_id: str, **values: Any) -> None:
-        with self._write("update the run") as conn:
-            conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+        self._write("record the run", write)
 
-    def claim_run(self, run_id: str, owner: str, previous_owner: str | None) -> bool:
-        """Make ``owner`` the run's driver if nobody else took it since we looked."""
+    def update_run(self, run_id: str, *, generation: int | None = None, **values: Any) -> None:
+        """Set these columns of the run. With ``generation``, only while the run is still
+        at that generation: a driver that was taken over gets RunTakenOverError."""
+        stmt = update(runs).where(runs.c.id == run_id).values(**values)
+        if generation is not None:
+            stmt = stmt.where(runs.c.generation == generation)
+
+        def write(conn: Connection, _retrying: bool) -> Any:
+            if conn.execute(stmt).rowcount == 1 or generation is None:
+                return None
+            # Fenced, or the run is gone: say which.
+            row = conn.execute(
+                select(runs.c.owner, runs.c.generation).where(runs.c.id == run_id)
+            ).first()
+            return False if row is None else row
+
+        taken = self._write("update the run", write)
+        if taken is False:
+            raise RunNotFoundError(run_id)
+        if taken is not None:
+            raise RunTakenOverError(run_id, taken.owner, taken.generation)
+
+    def claim_run(self, run_id: str, owner: str, generation: int, note: str) -> int | None:
+        """Make ``owner`` the run's driver if nobody took it since we saw ``generation``.
+
+        Bumps the generation (fencing the previous driver's writes), clears a pending
+        abort and the old error, and records a "recovered" run event with ``note``, all
+        in one transaction. Returns the new generation, or None if another process
+        claimed the run first.
+        """
+        new = generation + 1
         now = time.time()
-        stmt = update(runs).where(runs.c.id == run_id)
-        if previous_owner is None:
-            stmt = stmt.where(runs.c.owner.is_(None))
-        else:
-            stmt = stmt.where(runs.c.owner == previous_owner)
-        with self._write("claim the run") as conn:
-            result = conn.execute(
-                stmt.values(owner=owner, heartbeat_at=now, status="running", finished_at=None)
+
+        def write(conn: Connection, retrying: bool) -> bool:
+            if retrying:
+                row = conn.execute(
+                    select(runs.c.owner, runs.c.generation).where(runs.c.id == run_id)
+                ).first()
+                if row is not None and row.owner == owner and row.generation == new:
+                    return True  # the first try landed; its acknowledgement was lost
+            claimed = conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .where(runs.c.generation == generation)
+                .values(
+                    owner=owner,
+                    generation=new,
+                    heartbeat_at=now,
+                    status="running",
+                    finished_at=None,
+                    abort_requested=0,
+                    error=None,
+                )
             )
-            return bool(result.rowcount == 1)
+            if claimed.rowcount != 1:
+                return False
+            conn.execute(
+                run_events.insert().values(
+                    run_id=run_id, at=now, kind="recovered", action_id=None, message=note
+                )
+            )
+            return True
+
+        return new if self._write("claim the run", write) else None
 
     def mark_aborted(self, run_id: str, error: str) -> None:
-        """Abort a run whose driver is gone: the run and its unfinished actions."""
+        """Abort a run whose driver is gone: the run and its unfinished actions.
+
+        Bumps the generation too, so a driver that only looked gone writes nothing more.
+        """
         now = time.time()
         unfinished = ("queued", "running")
-        with self._write("abort the run") as conn:
+
+        def write(conn: Connection, _retrying: bool) -> None:
             conn.execute(
                 update(runs)
                 .where(runs.c.id == run_id)
-                .values(status="aborted", error=error, finished_at=now, heartbeat_at=None)
+                .values(
+                    status="aborted",
+                    error=error,
+                    finished_at=now,
+                    heartbeat_at=None,
+                    generation=runs.c.generation + 1,
+                )
             )
             conn.execute(
                 update(actions)
@@ -301,12 +385,23 @@ class Store:
                 .values(status="aborted", finished_at=now)
             )
 
-    def close_unfinished(self, run_id: str, error: str) -> int:
+        self._write("abort the run", write)
+
+    def close_unfinished(self, run_id: str, error: str, generation: int | None = None) -> int:
         """Mark the run's actions (and attempts) still queued or running as aborted: the
-        run has ended and nothing will finish them. Returns how many actions."""
+        run has ended and nothing will finish them. Returns how many actions. With
+        ``generation``, only while the run is still at that generation (a driver that was
+        taken over must not close what the new one runs)."""
         now = time.time()
         unfinished = ("queued", "running")
-        with self._write("close the run's unfinished actions") as conn:
+
+        def write(conn: Connection, _retrying: bool) -> int:
+            if generation is not None:
+                current = conn.execute(
+                    select(runs.c.generation).where(runs.c.id == run_id)
+                ).scalar()
+                if current != generation:
+                    return 0
             n = conn.execute(
                 update(actions)
                 .where(actions.c.run_id == run_id)
@@ -321,9 +416,12 @@ class Store:
             )
             return int(n)
 
+        return self._write("close the run's unfinished actions", write)
+
     def get_run(self, run_id: str) -> RunRecord:
         """The run with this id, or the only run whose id starts with it."""
-        with self._errors("read runs"), self._engine.connect() as conn:
+
+        def read(conn: Connection) -> RunRecord:
             row = conn.execute(select(runs).where(runs.c.id == run_id)).first()
             if row is not None:
                 return _row_to_run(row)
@@ -335,7 +433,9 @@ class Store:
                     return _row_to_run(rows[0])
                 if len(rows) > 1:
                     raise HeddleError(f"run id prefix {run_id!r} matches several runs")
-        raise RunNotFoundError(run_id)
+            raise RunNotFoundError(run_id)
+
+        return self._read("read runs", read)
 
     def list_runs(
         self,
@@ -347,8 +447,7 @@ class Store:
     ) -> list[RunRecord]:
         stmt = select(runs).order_by(runs.c.created_at.desc()).limit(limit).offset(offset)
         stmt = filter_runs(stmt, status, task, name)
-        with self._errors("list runs"), self._engine.connect() as conn:
-            return [_row_to_run(r) for r in conn.execute(stmt)]
+        return self._read("list runs", lambda conn: [_row_to_run(r) for r in conn.execute(stmt)])
 
     # -- actions -------------------------------------------------------------------
 
@@ -356,12 +455,20 @@ class Store:
         """Write everything in ``batch`` in one transaction (group commit)."""
         if not batch:
             return
-        raw = self._engine.raw_connection()
-        try:
-            with self._errors("record actions"), self._write_lock:
-                self._statements.write(raw, batch)
-        finally:
-            raw.close()
+
+        def attempt(retrying: bool) -> None:
+            raw = self._engine.raw_connection()
+            try:
+                with self._write_lock:
+                    self._statements.write(raw, batch, retrying=retrying)
+            except Exception as exc:
+                if is_transient(exc):
+                    raw.invalidate()  # lost: the pool must not hand it out again
+                raise
+            finally:
+                raw.close()
+
+        self.write_with_retry(attempt, "record actions")
 
     def writer(self) -> JournalWriter:
         """A dedicated write path for one run's journal."""
@@ -369,33 +476,18 @@ class Store:
 
     def checkpoint(self) -> None:
         """Move the SQLite write-ahead log into the database file (no-op elsewhere)."""
-        if self.dialect != "sqlite":
+        if self.dialect != "sqlite" or self.read_only:
             return
-        with self._errors("checkpoint the store"), self._engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
-    def _cache_upsert(self) -> Any:
-        # The newest output for a key wins: "override" replaces, and two runs that
-        # computed the same key concurrently leave one valid entry.
-        if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
+        def run(_retrying: bool) -> None:
+            with self._engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
-            stmt: Any = pg_insert(cache_entries)
-        else:
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            stmt = sqlite_insert(cache_entries)
-        return stmt.on_conflict_do_update(
-            index_elements=["key"],
-            set_={
-                c: stmt.excluded[c] for c in ("output", "run_id", "action_id", "created_at", "deps")
-            },
-        )
+        self.write_with_retry(run, "checkpoint the store")
 
     def actions_of_run(self, run_id: str) -> list[ActionRecord]:
         stmt = select(actions).where(actions.c.run_id == run_id).order_by(actions.c.queued_at)
-        with self._errors("read actions"), self._engine.connect() as conn:
-            return [action_from_row(r) for r in conn.execute(stmt)]
+        return self._read("read actions", lambda c: [action_from_row(r) for r in c.execute(stmt)])
 
     def actions_of_parent(self, run_id: str, parent_id: str) -> list[ActionRecord]:
         """The children an action has called (tasks and recorded steps)."""
@@ -405,17 +497,19 @@ class Store:
             .where(actions.c.parent_id == parent_id)
             .order_by(actions.c.seq)
         )
-        with self._errors("read actions"), self._engine.connect() as conn:
-            return [action_from_row(r) for r in conn.execute(stmt)]
+        return self._read("read actions", lambda c: [action_from_row(r) for r in c.execute(stmt)])
 
     def get_action(self, action_id: str, run_id: str | None = None) -> ActionRecord | None:
         """One action; pass its run id too for a primary-key lookup."""
         stmt = select(actions).where(actions.c.id == action_id)
         if run_id is not None:
             stmt = stmt.where(actions.c.run_id == run_id)
-        with self._errors("read an action"), self._engine.connect() as conn:
+
+        def read(conn: Connection) -> ActionRecord | None:
             row = conn.execute(stmt).first()
             return None if row is None else action_from_row(row)
+
+        return self._read("read an action", read)
 
     def attempts_of_run(self, run_id: str) -> list[AttemptRecord]:
         stmt = (
@@ -423,8 +517,7 @@ class Store:
             .where(attempts.c.run_id == run_id)
             .order_by(attempts.c.action_id, attempts.c.number)
         )
-        with self._errors("read attempts"), self._engine.connect() as conn:
-            return [attempt_from_row(r) for r in conn.execute(stmt)]
+        return self._read("read attempts", lambda c: [attempt_from_row(r) for r in c.execute(stmt)])
 
     def count_actions(self, run_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         """Per run, the number of actions in each status."""
@@ -435,11 +528,14 @@ class Store:
             .where(actions.c.run_id.in_(list(run_ids)))
             .group_by(actions.c.run_id, actions.c.status)
         )
-        out: dict[str, dict[str, int]] = {}
-        with self._errors("count actions"), self._engine.connect() as conn:
+
+        def read(conn: Connection) -> dict[str, dict[str, int]]:
+            out: dict[str, dict[str, int]] = {}
             for run_id, status, n in conn.execute(stmt):
                 out.setdefault(run_id, {})[status] = n
-        return out
+            return out
+
+        return self._read("count actions", read)
 
     # -- run events ----------------------------------------------------------------
 
@@ -454,13 +550,17 @@ class Store:
             "action_id": action_id,
             "message": message,
         }
-        with self._write("record a run event") as conn:
+
+        def write(conn: Connection, _retrying: bool) -> None:
             conn.execute(run_events.insert(), row)
+
+        self._write("record a run event", write)
 
     def run_events(self, run_id: str) -> list[RunEventRecord]:
         """A run's events, oldest first."""
         stmt = select(run_events).where(run_events.c.run_id == run_id).order_by(run_events.c.id)
-        with self._errors("read run events"), self._engine.connect() as conn:
+
+        def read(conn: Connection) -> list[RunEventRecord]:
             return [
                 RunEventRecord(
                     id=m["id"],
@@ -473,18 +573,24 @@ class Store:
                 for m in (r._mapping for r in conn.execute(stmt))
             ]
 
+        return self._read("read run events", read)
+
     # -- cache ---------------------------------------------------------------------
 
     def cache_get(self, key: str) -> bytes | None:
         stmt = select(cache_entries.c.output).where(cache_entries.c.key == key)
-        with self._errors("read the cache"), self._engine.connect() as conn:
+
+        def read(conn: Connection) -> bytes | None:
             value = conn.execute(stmt).scalar()
             return None if value is None else bytes(value)
 
+        return self._read("read the cache", read)
+
     def cache_get_many(self, keys: list[str]) -> dict[str, bytes]:
         """The stored outputs of those keys that are in the cache."""
-        out: dict[str, bytes] = {}
-        with self._errors("read the cache"), self._engine.connect() as conn:
+
+        def read(conn: Connection) -> dict[str, bytes]:
+            out: dict[str, bytes] = {}
             for i in range(0, len(keys), 500):
                 chunk = keys[i : i + 500]
                 stmt = select(cache_entries.c.key, cache_entries.c.output).where(
@@ -492,19 +598,23 @@ class Store:
                 )
                 for key, output in conn.execute(stmt):
                     out[key] = bytes(output)
-        return out
+            return out
+
+        return self._read("read the cache", read)
 
     def cache_delete(self, key: str) -> None:
         """Forget one cached output (its blobs were lost: it must be computed again)."""
-        with self._write("update the cache") as conn:
+
+        def write(conn: Connection, _retrying: bool) -> None:
             conn.execute(cache_entries.delete().where(cache_entries.c.key == key))
+
+        self._write("update the cache", write)
 
     def cache_clear(self, task_name: str | None = None) -> int:
         stmt = cache_entries.delete()
         if task_name is not None:
             stmt = stmt.where(cache_entries.c.task_name == task_name)
-        with self._write("clear the cache") as conn:
-            return int(conn.execute(stmt).rowcount)
+        return self._write("clear the cache", lambda conn, _r: int(conn.execute(stmt).rowcount))
 
 
 def filter_runs(
@@ -522,109 +632,3 @@ def filter_runs(
 
 def sqlite_url(path: str | Path) -> str:
     return f"sqlite:///{Path(path).resolve()}"
-
-
-class _Compiled:
-    """A statement compiled once for the dialect, with its parameter order.
-
-    Rows may be dicts keyed by parameter name, or objects whose attributes are
-    named like the columns (update keys ``_id`` etc. map to ``id``): the runtime
-    hands its state objects over as they are, and C-level getters build the tuples.
-    """
-
-    def __init__(self, stmt: Any, dialect: Any) -> None:
-        compiled = stmt.compile(dialect=dialect)
-        self.sql = str(compiled)
-        self.positional = bool(compiled.positional)
-        self.names: tuple[str, ...] = (
-            tuple(compiled.positiontup) if compiled.positional else tuple(compiled.params)
-        )
-        self._attrs: Callable[[Any], tuple[Any, ...]] = operator.attrgetter(
-            *(n.lstrip("_") for n in self.names)
-        )
-
-    def params(self, rows: list[Any]) -> list[Any]:
-        if isinstance(rows[0], dict):
-            # Dict rows may leave out nullable columns (added by later migrations).
-            names = self.names
-            if not self.positional:
-                return [{n: r.get(n) for n in names} for r in rows]
-            return [tuple(r.get(n) for n in names) for r in rows]
-        get = self._attrs
-        if not self.positional:
-            names = self.names
-            return [dict(zip(names, get(r), strict=True)) for r in rows]
-        return [get(r) for r in rows]
-
-
-class _Statements:
-    """The write statements of a group commit, compiled once per store."""
-
-    def __init__(self, store: Store) -> None:
-        dialect = store._engine.dialect
-        self.action_insert = _Compiled(actions.insert(), dialect)
-        self.attempt_insert = _Compiled(attempts.insert(), dialect)
-        self.action_update = _Compiled(_ACTION_UPDATE, dialect)
-        self.attempt_update = _Compiled(_ATTEMPT_UPDATE, dialect)
-        self.cache_upsert = _Compiled(store._cache_upsert(), dialect)
-
-    def write(self, raw: Any, batch: WriteBatch) -> None:
-        """Execute ``batch`` on a DBAPI connection and commit (roll back on error)."""
-        cur = raw.cursor()
-        try:
-            for stmt, rows in (
-                (self.action_insert, batch.action_inserts),
-                (self.attempt_insert, batch.attempt_inserts),
-                (self.action_update, batch.action_updates),
-                (self.attempt_update, batch.attempt_updates),
-                (self.cache_upsert, batch.cache_puts),
-            ):
-                if rows:
-                    cur.executemany(stmt.sql, stmt.params(rows))
-            raw.commit()
-        except BaseException:
-            raw.rollback()
-            raise
-        finally:
-            cur.close()
-
-
-class JournalWriter:
-    """The runtime's write path: one dedicated connection and pre-compiled statements.
-
-    Group commits are frequent and small (one per loop turn), so this skips
-    SQLAlchemy's per-statement compilation and pool checkout and goes straight to
-    the DBAPI cursor. On SQLite, checkpoints are left to ``Store.checkpoint()``
-    (called off the hot path) instead of running inside a commit.
-    """
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self._raw = store._engine.raw_connection()
-        self._sqlite = store.dialect == "sqlite"
-        if self._sqlite:
-            self._pragma("PRAGMA wal_autocheckpoint=0")
-
-    def _pragma(self, sql: str) -> None:
-        cur = self._raw.cursor()
-        cur.execute(sql)
-        cur.close()
-
-    def write(self, batch: WriteBatch) -> None:
-        if not batch:
-            return
-        store = self._store
-        try:
-            with store._write_lock:
-                store._statements.write(self._raw, batch)
-        except Exception as exc:
-            error = store._store_error("record actions", exc)
-            if error is exc:
-                raise
-            raise error from exc
-
-    def close(self) -> None:
-        if self._sqlite:
-            # The connection goes back to the pool: restore the default.
-            self._pragma("PRAGMA wal_autocheckpoint=1000")
-        self._raw.close()

@@ -11,7 +11,7 @@ import time
 
 import click
 
-from heddle._sdk.config import get_session
+from heddle._sdk.config import get_reader
 from heddle._store import FINAL_STATES, ActionRecord, AttemptRecord
 from heddle.cli import _console
 
@@ -42,7 +42,7 @@ def _pick(actions: list[ActionRecord], wanted: str) -> list[ActionRecord]:
 def _targets(
     run_id: str, action: str | None, attempt: int | None
 ) -> list[tuple[ActionRecord, AttemptRecord]]:
-    store = get_session().store
+    store = get_reader().store
     actions = [a for a in store.actions_of_run(run_id) if a.kind == "task"]
     if action is not None:
         actions = _pick(actions, action)
@@ -52,7 +52,7 @@ def _targets(
         for t in store.attempts_of_run(run_id)
         if t.action_id in by_id and (attempt is None or t.number == attempt)
     ]
-    pairs.sort(key=lambda p: (p[1].started_at, p[1].number))
+    pairs.sort(key=lambda p: (p[1].started_at or p[1].queued_at or 0.0, p[1].number))
     return pairs
 
 
@@ -67,7 +67,7 @@ def logs(run_id: str, action: str | None, attempt: int | None, follow: bool) -> 
     ACTION narrows it to one action: an action id, a unique prefix of one, or a
     task name. Each attempt's log is printed under a header line.
     """
-    session = get_session()
+    session = get_reader()
     run = session.store.get_run(run_id)
     printed: dict[str, int] = {}
     headers: set[str] = set()

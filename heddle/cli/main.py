@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 import heddle
+from heddle._sdk import config
 from heddle.cli import _console
 from heddle.cli._console import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 
@@ -80,7 +81,8 @@ def cli(home: str | None, db_url: str | None, storage_url: str | None) -> None:
     a run whose process died with `heddle recover RUN`.
     """
     if home or db_url or storage_url:
-        heddle.init(home, db_url=db_url, storage_url=storage_url)
+        # Not opened yet: a command that only reads must not create the store.
+        config.configure(config.resolve_settings(home, db_url=db_url, storage_url=storage_url))
 
 
 def _register() -> None:

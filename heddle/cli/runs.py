@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from heddle._runtime.driver import owner_alive
-from heddle._sdk.config import Session, get_session
+from heddle._sdk.config import Session, get_reader
 from heddle._store import ActionRecord, AttemptRecord, RunEventRecord, RunRecord
 from heddle.cli import _console, _failure
 from heddle.cli._tree import ActionTree, status_summary
@@ -50,7 +50,7 @@ def list_runs(
     status: str | None, task: str | None, name: str | None, limit: int, json_output: bool
 ) -> None:
     """The latest runs, newest first."""
-    store = get_session().store
+    store = get_reader().store
     records = store.list_runs(limit=limit, status=status, task=task, name=name)
     counts = store.count_actions([r.id for r in records])
     now = time.time()
@@ -98,7 +98,7 @@ def show_run(run_id: str, children: int, json_output: bool) -> None:
 
     RUN is a run id or a unique prefix of one.
     """
-    session = get_session()
+    session = get_reader()
     rec = session.store.get_run(run_id)
     actions = session.store.actions_of_run(rec.id)
     attempts = session.store.attempts_of_run(rec.id)

@@ -24,10 +24,10 @@ from heddle._errors import (
     StorageError,
     StoreError,
 )
-from heddle._sdk.config import Session, get_session
+from heddle._sdk.config import Session, current_settings, get_reader
+from heddle._store import store_backend
 from heddle.server.api import actions, models, runs
 from heddle.server.auth import Auth, is_loopback
-from heddle.server.queries import Queries
 from heddle.server.state import ServerState, get_state
 
 _UI = Path(__file__).parent / "ui"
@@ -44,13 +44,14 @@ UI_CSP = (
 def create_app(
     session: Session | None = None, token: str | None = None, *, host: str = "127.0.0.1"
 ) -> FastAPI:
-    """The server app over ``session`` (the process's current session by default).
+    """The server app over ``session`` (by default the process's current session, or a
+    read-only one on the existing store, opened on the first request that needs it).
 
     ``token`` guards every API call; ``host`` is where the server listens, which
     decides whether abort and recover may be called without a token (loopback only).
-    Abort and recover act through the process's current session, so pass that one.
+    Abort and recover act through the process's writable session (opened on first use
+    from the same settings), so pass that one or none.
     """
-    session = session or get_session()
     auth = Auth(token=token or None, loopback=is_loopback(host))
     app = FastAPI(
         title="Heddle",
@@ -60,7 +61,12 @@ def create_app(
         docs_url="/api/docs",
         redoc_url=None,
     )
-    app.state.heddle = ServerState(session=session, queries=Queries(session.store), auth=auth)
+    if session is not None:
+        given = session
+        state = ServerState(lambda: given, auth, given.store.dialect)
+    else:
+        state = ServerState(get_reader, auth, store_backend(current_settings().db_url))
+    app.state.heddle = state
     _add_error_handlers(app)
     app.add_middleware(_SecurityHeaders)
 
@@ -74,7 +80,7 @@ def create_app(
         """Liveness, and what a client needs before its first call (open to all)."""
         return models.Health(
             version=heddle.__version__,
-            store=st.session.store.dialect,
+            store=st.backend,
             auth=st.auth.token is not None,
             mutations=st.auth.token is not None or st.auth.loopback,
         )

@@ -35,6 +35,15 @@ def serve(host: str, port: int, token: str | None, reload: bool) -> None:
     """Serve the web UI and the REST API (/api/v1) for the runs in this store."""
     import uvicorn
 
+    from heddle._errors import StoreNotFoundError
+    from heddle._sdk.config import get_reader
+
+    try:
+        get_reader()
+    except StoreNotFoundError as exc:
+        # The server never makes a store: it shows runs once a run has made one.
+        click.echo(f"warning: {exc} (runs appear here once one is recorded)", err=True)
+
     if not token and not is_loopback(host):
         click.echo(
             f"warning: listening on {host} without a token: anyone who can reach it can read "

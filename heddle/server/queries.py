@@ -114,15 +114,16 @@ class Queries:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        # The store keeps its engine private; the server only ever reads through it.
-        self._engine = store._engine
         self._lock = threading.Lock()
         self._shapes: dict[str, tuple[float, tuple[Any, ...], RunShape]] = {}
 
     @contextmanager
     def _read(self, doing: str) -> Iterator[Connection]:
+        # The connection is checked (and waited for through a database restart) by
+        # the store; a query that loses it midway fails with 503 and is asked again.
+        conn = self.store.connection(doing)
         try:
-            with self._engine.connect() as conn:
+            with conn:
                 yield conn
         except SQLAlchemyError as exc:
             raise StoreError(f"store: cannot {doing}: {exc}") from exc

@@ -3,8 +3,9 @@ queries, its auth, and helpers that turn records into API bodies."""
 
 from __future__ import annotations
 
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -18,11 +19,34 @@ from heddle.server.auth import Auth
 from heddle.server.queries import Queries, StatusCounts
 
 
-@dataclass
 class ServerState:
-    session: Session
-    queries: Queries
-    auth: Auth
+    """The server's session, opened on first use: a server started before anything
+    ran answers 503 ("no Heddle store at ...") until a run creates the store, and
+    never creates it itself."""
+
+    def __init__(self, open_session: Callable[[], Session], auth: Auth, backend: str) -> None:
+        self._open = open_session
+        self.auth = auth
+        self.backend = backend  # sqlite or postgresql, known before the store exists
+        self._lock = threading.Lock()
+        self._session: Session | None = None
+        self._queries: Queries | None = None
+
+    def _opened(self) -> tuple[Session, Queries]:
+        with self._lock:
+            if self._session is None or self._queries is None:
+                session = self._open()
+                self._queries = Queries(session.store)
+                self._session = session
+            return self._session, self._queries
+
+    @property
+    def session(self) -> Session:
+        return self._opened()[0]
+
+    @property
+    def queries(self) -> Queries:
+        return self._opened()[1]
 
     def blob_link(self, key: str, name: str | None) -> str:
         url = f"/api/v1/blobs/{quote(key)}?{self.auth.sign('blob:' + key)}"

@@ -72,14 +72,14 @@ def test_durable_resolves_only_after_the_commit(store: Store) -> None:
 
     async def main() -> None:
         journal = Journal(store, asyncio.get_running_loop())
-        real_write = journal._writer.write
+        real_write = journal._writer.try_write
 
-        def write(batch: WriteBatch) -> None:
+        def write(batch: WriteBatch, *, retrying: bool = False) -> None:
             events.append("commit starts")
-            real_write(batch)
+            real_write(batch, retrying=retrying)
             events.append("commit done")
 
-        journal._writer.write = write  # type: ignore[method-assign]
+        journal._writer.try_write = write  # type: ignore[method-assign]
 
         async def waiter(name: str) -> None:
             await journal.durable()

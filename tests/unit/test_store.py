@@ -262,37 +262,64 @@ def test_mark_aborted_finishes_the_run_and_its_unfinished_actions(store: Store) 
     assert attempts == {"arun": "aborted", "adone": "succeeded"}
 
 
-def test_claim_run_succeeds_only_for_the_owner_last_seen(store: Store) -> None:
-    store.create_run(make_run("rclaim001", status="failed", owner="old"))
-    assert store.claim_run("rclaim001", "new-1", "old")
-    # A second recoverer that also saw "old" must lose.
-    assert not store.claim_run("rclaim001", "new-2", "old")
+def test_claim_run_succeeds_only_for_the_generation_last_seen(store: Store) -> None:
+    store.create_run(make_run("rclaim001", status="failed", owner="old", error="boom"))
+    assert store.claim_run("rclaim001", "new-1", 0, "recovered") == 1
+    # A second recoverer that also saw generation 0 must lose.
+    assert store.claim_run("rclaim001", "new-2", 0, "recovered") is None
     run = store.get_run("rclaim001")
-    assert (run.owner, run.status, run.finished_at) == ("new-1", "running", None)
+    assert (run.owner, run.status, run.finished_at, run.generation) == ("new-1", "running", None, 1)
+    assert (run.error, run.abort_requested) == (None, False)
+    assert store.claim_run("rclaim001", "new-3", 1, "recovered") == 2
 
 
-def test_claim_of_an_unowned_run(store: Store) -> None:
+def test_a_claim_records_a_recovered_event(store: Store) -> None:
     store.create_run(make_run("rclaim002", owner=None))
-    assert not store.claim_run("rclaim002", "me", "someone")
-    assert store.claim_run("rclaim002", "me", None)
-    assert not store.claim_run("rclaim002", "you", None)
+    store.claim_run("rclaim002", "me", 0, "recovered by me from nobody")
+    engine = create_engine(store.url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT kind, message FROM run_events WHERE run_id = 'rclaim002'")
+        ).all()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [("recovered", "recovered by me from nobody")]
 
 
 def test_concurrent_claims_have_exactly_one_winner(store: Store) -> None:
     store.create_run(make_run("rclaim003", owner="dead"))
     barrier = threading.Barrier(8)
-    wins: list[bool] = []
+    wins: list[int | None] = []
 
     def claim(i: int) -> None:
         barrier.wait()
-        wins.append(store.claim_run("rclaim003", f"owner-{i}", "dead"))
+        wins.append(store.claim_run("rclaim003", f"owner-{i}", 0, "recovered"))
 
     threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(wins) == [False] * 7 + [True]
+    assert sorted(wins, key=str) == [1] + [None] * 7
+
+
+def test_update_run_with_a_stale_generation_is_refused_as_taken_over(store: Store) -> None:
+    store.create_run(make_run("rfence01", owner="first"))
+    store.update_run("rfence01", generation=0, heartbeat_at=5.0)
+    store.claim_run("rfence01", "second", 0, "recovered")
+    with pytest.raises(heddle.RunTakenOverError, match="taken over by second") as info:
+        store.update_run("rfence01", generation=0, status="failed")
+    assert info.value.generation == 1
+    assert store.get_run("rfence01").status == "running"
+    with pytest.raises(heddle.RunNotFoundError):
+        store.update_run("rnothere", generation=0, status="failed")
+
+
+def test_mark_aborted_fences_the_driver_that_looked_gone(store: Store) -> None:
+    store.create_run(make_run("rfence02"))
+    store.mark_aborted("rfence02", "{}")
+    assert store.get_run("rfence02").generation == 1
+    with pytest.raises(heddle.RunTakenOverError):
+        store.update_run("rfence02", generation=0, heartbeat_at=1.0)
 
 
 # -- schema ----------------------------------------------------------------------------
