@@ -44,7 +44,9 @@ def sh(home: Path, *args: str | bytes) -> subprocess.CompletedProcess[bytes]:
 
 
 def no_runs(home: Path) -> bool:
-    return "no runs" in invoke(home, "runs", "list").stdout
+    """Nothing was recorded: the store lists no runs, or there is no store at all."""
+    result = invoke(home, "runs", "list")
+    return "no runs" in result.stdout or "no Heddle store at" in result.output
 
 
 def one_usage_error(result: Result, *expected: str) -> str:
