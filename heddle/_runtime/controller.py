@@ -21,13 +21,14 @@ from typing import Any, Protocol
 from heddle._errors import HeddleError, OOMError, RunAbortedError
 from heddle._errors import TimeoutError as HeddleTimeout
 from heddle._runtime import failures
-from heddle._runtime.cache import OutputCache, cache_key_of
+from heddle._runtime.cache import CachedOutput, Dependencies, OutputCache
 from heddle._runtime.calls import PreparedCall, admit, prepare_call
 from heddle._runtime.context import ActionContext, current_group
 from heddle._runtime.ids import action_id, input_hash
 from heddle._runtime.journal import ActionState, AttemptState, Journal
 from heddle._runtime.literals import LiteralStore
 from heddle._runtime.spec import Resources, TaskSpec
+from heddle._runtime.versions import TRACE
 from heddle._store import (
     ABORTED,
     FAILED,
@@ -53,6 +54,9 @@ class Attempt:
     cpu_seconds: float | None = None
     peak_rss: int | None = None
     log_key: str | None = None
+    # What the body called, when its children ran under a controller of their own (in a
+    # Ray worker): JSON dependencies for the action's cache entry.
+    deps: str | None = None
 
 
 class Executor(Protocol):
@@ -105,6 +109,7 @@ class Controller:
         self.stats = Stats()
         self._prior: dict[str, ActionRecord] = dict(prior_actions or {})
         self.cache = OutputCache(store, literals, loop)
+        self.deps = Dependencies()
         self.aborting = False
         if prior_actions or prior_attempts:
             self.journal.mark_persisted(
@@ -177,6 +182,7 @@ class Controller:
             and prior.task_version == spec.version
         ):
             self.stats.replayed += 1
+            self.deps.finished(call.parent_id, call.action_id, spec, prior.deps)
             return self.literals.from_literal(prior.output)
         now = time.time()
         state = ActionState(
@@ -217,31 +223,47 @@ class Controller:
                 )
             )
         self.stats.started += 1
-        key = cache_key_of(call)
-        if key is None:
-            return await self._run_attempts(call, state)
-        state.cache_key = key
-        assert spec.cache is not None
-        if spec.cache.behavior == "auto":
-            hit = await self.cache.find(key)
-            if hit is not None:
-                return await self._record_cache_hit(state, hit)
-        return await self.cache.compute(key, lambda: self._run_attempts(call, state))
+        key = self.cache.key_of(call)
+        try:
+            if key is None:
+                return await self._run_attempts(call, state)
+            return await self._run_cached(call, state, key)
+        finally:
+            # Whatever the outcome, the caller's output now depends on this task's code.
+            self.deps.finished(call.parent_id, call.action_id, spec, state.deps)
 
     # -- cache -----------------------------------------------------------------------
 
-    async def _record_cache_hit(self, state: ActionState, out: bytes) -> bytes:
+    async def _run_cached(self, call: PreparedCall, state: ActionState, key: str) -> bytes:
+        state.cache_key = key
+        assert call.spec.cache is not None
+        if call.spec.cache.behavior == "auto":
+            hit = await self.cache.find(key)
+            if hit is not None:
+                return await self._record_cache_hit(state, hit)
+
+        async def compute() -> CachedOutput:
+            out = await self._run_attempts(call, state)
+            return CachedOutput(out, state.deps, self.run_id, call.action_id)
+
+        return (await self.cache.compute(key, compute)).output
+
+    async def _record_cache_hit(self, state: ActionState, hit: CachedOutput) -> bytes:
         now = time.time()
         state.status = SUCCEEDED
         state.cached = 1
-        state.output = self.literals.to_literal(out)
+        state.output = self.literals.to_literal(hit.output)
+        # Entries are written only by the action that computed the value: the source.
+        state.source_run_id = hit.run_id
+        state.source_action_id = hit.action_id
+        state.deps = hit.deps
         state.started_at = now
         state.finished_at = now
         self.journal.put_action(state)
         await self.journal.durable()
         self.stats.cached += 1
         self.stats.succeeded += 1
-        return out
+        return hit.output
 
     # -- attempts --------------------------------------------------------------------
 
@@ -330,6 +352,7 @@ class Controller:
                 state.status = SUCCEEDED
                 state.output = literal
                 state.finished_at = now
+                state.deps = self.deps.close(call.action_id, attempt.deps)
                 self.journal.put_action(state)
                 self._finish_attempt(record, attempt, SUCCEEDED, now=now)
                 if state.cache_key is not None:
@@ -341,6 +364,7 @@ class Controller:
                             "run_id": self.run_id,
                             "action_id": call.action_id,
                             "created_at": now,
+                            "deps": state.deps,
                         }
                     )
                 await self.journal.durable()
@@ -420,13 +444,18 @@ class Controller:
     # -- recorded steps (traces, durable sleep and clock) -----------------------------
 
     def begin_step(
-        self, parent: ActionContext, kind: str, name: str, encoded_inputs: bytes
+        self,
+        parent: ActionContext,
+        kind: str,
+        name: str,
+        encoded_inputs: bytes,
+        version: str = "",
     ) -> tuple[ActionState, bytes | None]:
         """Derive a step's id; return its state and its recorded output if it already ran."""
         ih = input_hash(encoded_inputs)
         n, seq = parent.next_call(f"{kind}:{name}", ih)
         return self.open_step(
-            parent.action_id, seq, kind, name, encoded_inputs, ih, n, current_group.get()
+            parent.action_id, seq, kind, name, encoded_inputs, ih, n, current_group.get(), version
         )
 
     def open_step(
@@ -439,12 +468,19 @@ class Controller:
         ih: str,
         n: int,
         group: str | None,
+        version: str = "",
     ) -> tuple[ActionState, bytes | None]:
+        """``version``: a trace's version (its code), which its caller's cache entry records."""
         aid = action_id(self.run_id, parent_id, f"{kind}:{name}", ih, n)
         prior = self._prior.pop(aid, None)
         if prior is not None and prior.status == SUCCEEDED and prior.output is not None:
             self.stats.replayed += 1
+            if kind == TRACE:
+                # The recorded value came from the code of then, whatever it is now.
+                self.deps.called_trace(parent_id, name, prior.task_version)
             return _state_of(prior), self.literals.from_literal(prior.output)
+        if kind == TRACE:
+            self.deps.called_trace(parent_id, name, version)
         now = time.time()
         state = ActionState(
             id=aid,
@@ -453,7 +489,7 @@ class Controller:
             seq=seq,
             kind=kind,
             task_name=name,
-            task_version="",
+            task_version=version,
             group_name=current_group.get(),
             status=RUNNING,
             attempts=(prior.attempts if prior else 0) + 1,
@@ -562,4 +598,5 @@ def _state_of(r: ActionRecord) -> ActionState:
         finished_at=r.finished_at,
         source_run_id=r.source_run_id,
         source_action_id=r.source_action_id,
+        deps=r.deps,
     )

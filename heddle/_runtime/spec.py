@@ -314,3 +314,6 @@ class TaskSpec:
     # How a worker process finds this task again (heddle._sdk.task.TaskRef).
     ref: Any = None
     secrets: tuple[Secret, ...] = ()
+    # The version of the task as @env.task defined it (an override that changes env vars
+    # has a version of its own): what its callers' cache entries depend on. "" = version.
+    defined_version: str = ""

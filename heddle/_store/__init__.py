@@ -9,6 +9,7 @@ from heddle._store.records import (
     SUCCEEDED,
     ActionRecord,
     AttemptRecord,
+    CacheEntry,
     RunRecord,
     WriteBatch,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "SUCCEEDED",
     "ActionRecord",
     "AttemptRecord",
+    "CacheEntry",
     "RunRecord",
     "Store",
     "WriteBatch",

@@ -58,6 +58,9 @@ class ActionRecord:
     finished_at: float | None
     source_run_id: str | None = None
     source_action_id: str | None = None
+    # JSON: the tasks and traces the action's output depended on (its subtree), with
+    # their versions; null for an action that called none.
+    deps: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,19 @@ class AttemptRecord:
     cpu_seconds: float | None = None
     peak_rss: int | None = None
     queued_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """A cached output: the literal, what it depended on, and the action that computed it."""
+
+    key: str
+    task_name: str
+    output: bytes
+    run_id: str
+    action_id: str
+    created_at: float
+    deps: str | None = None
 
 
 @dataclass(slots=True)

@@ -34,12 +34,13 @@ from heddle._errors import ConfigError, HeddleError, RunNotFoundError, StoreErro
 from heddle._store.records import (
     ActionRecord,
     AttemptRecord,
+    CacheEntry,
     RunRecord,
     WriteBatch,
 )
 from heddle._store.schema import actions, attempts, cache_entries, runs
 
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 _ACTION_UPDATE = (
@@ -56,6 +57,9 @@ _ACTION_UPDATE = (
         error=bindparam("error"),
         started_at=bindparam("started_at"),
         finished_at=bindparam("finished_at"),
+        source_run_id=bindparam("source_run_id"),
+        source_action_id=bindparam("source_action_id"),
+        deps=bindparam("deps"),
     )
 )
 _ATTEMPT_UPDATE = (
@@ -156,6 +160,7 @@ def action_from_row(row: Any) -> ActionRecord:
         finished_at=m["finished_at"],
         source_run_id=m.get("source_run_id"),
         source_action_id=m.get("source_action_id"),
+        deps=m.get("deps"),
     )
 
 
@@ -427,25 +432,64 @@ class Store:
             value = conn.execute(stmt).scalar()
             return None if value is None else bytes(value)
 
-    def cache_get_many(self, keys: list[str]) -> dict[str, bytes]:
-        """The stored outputs of those keys that are in the cache."""
-        out: dict[str, bytes] = {}
+    def cache_get_many(self, keys: list[str]) -> dict[str, CacheEntry]:
+        """The entries of those keys that are in the cache."""
+        out: dict[str, CacheEntry] = {}
         with self._errors("read the cache"), self._engine.connect() as conn:
             for i in range(0, len(keys), 500):
                 chunk = keys[i : i + 500]
-                stmt = select(cache_entries.c.key, cache_entries.c.output).where(
-                    cache_entries.c.key.in_(chunk)
-                )
-                for key, output in conn.execute(stmt):
-                    out[key] = bytes(output)
+                stmt = select(cache_entries).where(cache_entries.c.key.in_(chunk))
+                for row in conn.execute(stmt):
+                    entry = _cache_entry(row)
+                    out[entry.key] = entry
         return out
 
+    def cache_tasks(self) -> list[tuple[str, int, float]]:
+        """Per task with cache entries: its name, how many, and when the newest was made."""
+        stmt = (
+            select(
+                cache_entries.c.task_name,
+                func.count(),
+                func.max(cache_entries.c.created_at),
+            )
+            .group_by(cache_entries.c.task_name)
+            .order_by(cache_entries.c.task_name)
+        )
+        with self._errors("read the cache"), self._engine.connect() as conn:
+            return [(name, int(n), float(newest)) for name, n, newest in conn.execute(stmt)]
+
+    def cache_entries_of(self, task_name: str, limit: int = 50) -> list[CacheEntry]:
+        """A task's cache entries, newest first (outputs left out)."""
+        stmt = (
+            select(*(c for c in cache_entries.c if c.name != "output"))
+            .where(cache_entries.c.task_name == task_name)
+            .order_by(cache_entries.c.created_at.desc())
+            .limit(limit)
+        )
+        with self._errors("read the cache"), self._engine.connect() as conn:
+            return [_cache_entry(r) for r in conn.execute(stmt)]
+
     def cache_clear(self, task_name: str | None = None) -> int:
+        """Remove every cache entry, or a task's; returns how many were removed."""
         stmt = cache_entries.delete()
         if task_name is not None:
             stmt = stmt.where(cache_entries.c.task_name == task_name)
         with self._write("clear the cache") as conn:
             return int(conn.execute(stmt).rowcount)
+
+
+def _cache_entry(row: Any) -> CacheEntry:
+    m = row._mapping
+    output = m.get("output")
+    return CacheEntry(
+        key=m["key"],
+        task_name=m["task_name"],
+        output=b"" if output is None else bytes(output),
+        run_id=m["run_id"],
+        action_id=m["action_id"],
+        created_at=m["created_at"],
+        deps=m["deps"],
+    )
 
 
 def filter_runs(
