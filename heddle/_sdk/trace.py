@@ -47,9 +47,12 @@ class Traced:
     # Code fingerprints skip traces: a caller depends on them through their versions.
     _heddle_dependency = True
 
-    def __init__(self, fn: Callable[..., Any], version: str | None = None) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], version: str | None = None, name: str | None = None
+    ) -> None:
         self.fn = fn
-        self.name = f"{_module_of(fn)}.{fn.__qualname__}"
+        # Kept when pickled: cloudpickle renames a by-value function's file "<dynamic-code>".
+        self.name = name or f"{_module_of(fn)}.{fn.__qualname__}"
         self.codec = CallCodec(fn, f"trace {fn.__qualname__}")
         # Computed where the trace is defined; a worker that gets it by value keeps it.
         self.version = version or source_version(source_of(fn), self.name)
@@ -57,7 +60,7 @@ class Traced:
         versions.define(versions.TRACE, self.name, self.dependency_version)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Traced, (self.fn, self.version))
+        return (Traced, (self.fn, self.version, self.name))
 
     def dependency_version(self) -> str:
         """The version a cached caller records for this trace (see Task.dependency_version);

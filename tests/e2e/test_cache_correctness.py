@@ -1,9 +1,10 @@
 """A cached value is never served when the code that made it would now compute something else.
 
-Each test writes a program to a folder, runs it with the ``heddle`` command in a fresh
-process, edits the file the way a user would, and runs it again: the cached parent must
-not return the old value. Unchanged code still hits, and the hit says where its value
-came from. Under the inline and the process executor.
+Each test writes a program to a folder, runs it with the ``heddle`` command (or as a
+script) in a fresh process, edits the file the way a user would, and runs it again: the
+cached parent must not return the old value. Unchanged code still hits, and the hit says
+where its value came from. Under the inline and the process executor (where a body runs
+in a worker: its children's and traces' versions cross processes).
 """
 
 from __future__ import annotations
@@ -16,12 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
+
+from heddle.cli import cli
 
 _SCRIPT = Path(sys.executable).parent / "heddle"
 HEDDLE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "heddle.cli"]
 
 PROGRAM = '''\
 """Cached tasks that call tasks, traces, helpers and constants."""
+
+import os
+import signal
+from pathlib import Path
 
 import heddle
 
@@ -78,12 +86,39 @@ async def defaulted(x: int) -> int:
 @env.task
 async def helped(x: int) -> int:
     return double(x) + Shift().apply(x)
+
+
+@env.task
+async def crash_once(x: int) -> int:
+    # The first time, the whole process dies (kill -9) after middle succeeded.
+    marker = Path(__file__).with_name("crashed")
+    if not marker.exists():
+        marker.write_text("once")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+@env.task
+async def recovered(x: int) -> int:
+    return await middle(x) + await crash_once(x)
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print(json.dumps(heddle.run(globals()[sys.argv[1]], int(sys.argv[2])).outputs()))
 '''
 
 
 @pytest.fixture(params=["inline", "process"])
 def executor(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+# Where the process executor changes nothing about the check (keys, fingerprints and the
+# dependency check all run in the driver), the inline executor alone keeps the suite fast.
+INLINE_ONLY = pytest.mark.parametrize("executor", ["inline"])
 
 
 class Program:
@@ -100,18 +135,22 @@ class Program:
         assert text.count(old) == 1, old
         self.file.write_text(text.replace(old, new))
 
-    def heddle(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HEDDLE_")}
         env["HEDDLE_EXECUTOR"] = self.executor
+        env["HEDDLE_HOME"] = str(self.home)
         # An edit within the same second that keeps the file's size would otherwise be
         # read from a stale .pyc (Python checks mtime in seconds and size).
         env["PYTHONDONTWRITEBYTECODE"] = "1"
+        return env
+
+    def heddle(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [*HEDDLE, "--home", str(self.home), *args],
+            [*HEDDLE, *args],
             capture_output=True,
             text=True,
             timeout=120,
-            env=env,
+            env=self._env(),
             cwd=self.file.parent,
         )
 
@@ -120,12 +159,29 @@ class Program:
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)
 
+    def run_script(self, task: str, x: int = 1) -> Any:
+        """``python flows.py``: the tasks live in __main__ and reach workers by value."""
+        proc = subprocess.run(
+            [sys.executable, str(self.file), task, str(x)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=self._env(),
+            cwd=self.file.parent,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    def cli(self, *args: str) -> Result:
+        """The ``heddle`` command in this process (reading needs no fresh interpreter)."""
+        return CliRunner().invoke(cli, ["--home", str(self.home), *args])
+
     def last_run(self) -> dict[str, Any]:
-        listing = self.heddle("runs", "list", "--json", "--limit", "1")
-        assert listing.returncode == 0, listing.stderr
+        listing = self.cli("runs", "list", "--json", "--limit", "1")
+        assert listing.exit_code == 0, listing.output
         (latest,) = json.loads(listing.stdout)
-        shown = self.heddle("runs", "show", latest["id"], "--json")
-        assert shown.returncode == 0, shown.stderr
+        shown = self.cli("runs", "show", latest["id"], "--json")
+        assert shown.exit_code == 0, shown.output
         doc: dict[str, Any] = json.loads(shown.stdout)
         return doc
 
@@ -151,10 +207,34 @@ def test_unchanged_code_hits_and_the_hit_names_the_action_that_computed_it(
     assert len(second["actions"]) == 1
     assert root["source_run_id"] == first["id"]
     assert root["source_action_id"] == first["root_action_id"]
-    shown = program.heddle("runs", "show", second["id"])
+    shown = program.cli("runs", "show", second["id"])
     assert f"cache hit from run {first['id']} action {first['root_action_id']}" in shown.stdout
 
 
+@pytest.mark.parametrize("task", ["traced", "helped", "defaulted"])
+def test_unchanged_tasks_that_use_traces_helpers_and_defaults_still_hit(
+    program: Program, task: str
+) -> None:
+    # Versions computed where the body ran (a worker) match the ones the driver checks.
+    first = program.run(task)
+    assert program.run(task) == first
+    assert program.root(program.last_run())["cached"] is True
+
+
+def test_a_script_run_twice_hits_and_an_edited_helper_misses(program: Program) -> None:
+    assert program.run_script("helped") == 10
+    assert program.run_script("traced") == 42
+    assert program.run_script("helped") == 10
+    assert program.root(program.last_run())["cached"] is True
+    assert program.run_script("traced") == 42
+    assert program.root(program.last_run())["cached"] is True
+    program.edit("return x * SCALE", "return x * SCALE * 10")
+    program.edit("return x + 40", "return x + 50")
+    assert program.run_script("helped") == 28
+    assert program.run_script("traced") == 52
+
+
+@INLINE_ONLY
 def test_a_hit_of_a_hit_names_the_action_that_really_computed_the_value(
     program: Program,
 ) -> None:
@@ -169,6 +249,7 @@ def test_a_hit_of_a_hit_names_the_action_that_really_computed_the_value(
     )
 
 
+@INLINE_ONLY
 def test_editing_a_callee_recomputes_the_cached_parent(program: Program) -> None:
     assert program.run("top") == 1101
     program.edit("await leaf(x) + 1000", "await leaf(x) + 2000")
@@ -195,6 +276,7 @@ def test_editing_a_trace_the_parent_uses_recomputes_the_cached_parent(program: P
     assert program.run("traced") == 52
 
 
+@INLINE_ONLY
 def test_editing_an_input_default_of_a_callee_recomputes_the_cached_parent(
     program: Program,
 ) -> None:
@@ -203,6 +285,7 @@ def test_editing_an_input_default_of_a_callee_recomputes_the_cached_parent(
     assert program.run("defaulted") == 10
 
 
+@INLINE_ONLY
 def test_editing_the_constant_an_input_default_names_recomputes_the_cached_parent(
     program: Program,
 ) -> None:
@@ -212,12 +295,14 @@ def test_editing_the_constant_an_input_default_names_recomputes_the_cached_paren
     assert program.run("defaulted") == 10
 
 
+@INLINE_ONLY
 def test_editing_a_plain_helper_function_recomputes_the_cached_task(program: Program) -> None:
     assert program.run("helped") == 10
     program.edit("return x * SCALE", "return x * SCALE * 10")
     assert program.run("helped") == 28
 
 
+@INLINE_ONLY
 def test_editing_a_module_constant_a_helper_reads_recomputes_the_cached_task(
     program: Program,
 ) -> None:
@@ -226,6 +311,7 @@ def test_editing_a_module_constant_a_helper_reads_recomputes_the_cached_task(
     assert program.run("helped") == 11
 
 
+@INLINE_ONLY
 def test_editing_a_method_of_a_class_the_task_uses_recomputes_the_cached_task(
     program: Program,
 ) -> None:
@@ -234,9 +320,28 @@ def test_editing_a_method_of_a_class_the_task_uses_recomputes_the_cached_task(
     assert program.run("helped") == 73
 
 
+@INLINE_ONLY
 def test_editing_an_unrelated_task_keeps_the_hit(program: Program) -> None:
     assert program.run("top") == 1101
     program.edit("return x + step", "return x + step + 1")
     program.edit("return x + 40", "return x + 41")
     assert program.run("top") == 1101
     assert program.root(program.last_run())["cached"] is True
+
+
+@INLINE_ONLY
+def test_a_parent_finished_by_recover_records_what_its_replayed_children_called(
+    program: Program,
+) -> None:
+    # Inline: the driver is the process the task kills.
+    crashed = program.heddle("run", str(program.file), "recovered", "--x", "1", "--quiet")
+    assert crashed.returncode != 0
+    run_id = program.last_run()["id"]
+    recovered = program.heddle("recover", run_id, "--json", "--quiet")
+    assert recovered.returncode == 0, recovered.stderr
+    assert json.loads(recovered.stdout) == 1102
+    # middle was replayed, not run again: the entry still knows it called leaf.
+    assert program.run("recovered") == 1102
+    assert program.root(program.last_run())["cached"] is True
+    program.edit("return x + 100", "return x + 300")
+    assert program.run("recovered") == 1302

@@ -302,3 +302,17 @@ def test_a_trace_is_defined_with_the_version_of_its_code() -> None:
     name = f"{__name__}.{noted.__qualname__}"
     assert versions.current("trace", name) == noted.dependency_version()  # type: ignore[attr-defined]
     assert versions.current("trace", "nobody.defines.this") is None
+
+
+def test_a_script_trace_keeps_its_name_and_version_when_sent_to_a_worker(tmp_path: Path) -> None:
+    # A script's functions travel by value; cloudpickle renames their file "<dynamic-code>".
+    import cloudpickle
+
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    source = "import heddle\n\n@heddle.trace\ndef note(x: int) -> int:\n    return x + 1\n"
+    exec(compile(source, str(tmp_path / "flows.py"), "exec"), namespace)
+    note = namespace["note"]
+    sent = cloudpickle.loads(cloudpickle.dumps(note))
+    assert note.name == "flows.note"
+    assert (sent.name, sent.version) == (note.name, note.version)
+    assert sent.dependency_version() == note.dependency_version()
