@@ -15,7 +15,7 @@ import asyncio
 import functools
 import json
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import msgspec
 
@@ -128,9 +128,9 @@ class Dependencies:
         return encode_deps(deps)
 
 
-@dataclass(frozen=True, slots=True)
-class CachedOutput:
-    """An output the cache can serve, and where it came from."""
+class CachedOutput(NamedTuple):
+    """An output the cache can serve, and where it came from (one per hit: a NamedTuple
+    is the cheapest immutable record)."""
 
     output: bytes  # encoded
     deps: str | None
@@ -180,7 +180,7 @@ class OutputCache:
         entry = await self._lookup(key)
         hit: CachedOutput | None = None
         if entry is not None:
-            if stale_dependency(entry.deps) is None:
+            if entry.deps is None or stale_dependency(entry.deps) is None:
                 output = self._literals.from_literal(entry.output)
                 hit = CachedOutput(output, entry.deps, entry.run_id, entry.action_id)
             else:

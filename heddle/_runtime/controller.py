@@ -227,26 +227,22 @@ class Controller:
         try:
             if key is None:
                 return await self._run_attempts(call, state)
-            return await self._run_cached(call, state, key)
+            state.cache_key = key
+            assert spec.cache is not None
+            if spec.cache.behavior == "auto":
+                hit = await self.cache.find(key)
+                if hit is not None:
+                    return await self._record_cache_hit(state, hit)
+            return (await self.cache.compute(key, lambda: self._compute(call, state))).output
         finally:
             # Whatever the outcome, the caller's output now depends on this task's code.
             self.deps.finished(call.parent_id, call.action_id, spec, state.deps)
 
     # -- cache -----------------------------------------------------------------------
 
-    async def _run_cached(self, call: PreparedCall, state: ActionState, key: str) -> bytes:
-        state.cache_key = key
-        assert call.spec.cache is not None
-        if call.spec.cache.behavior == "auto":
-            hit = await self.cache.find(key)
-            if hit is not None:
-                return await self._record_cache_hit(state, hit)
-
-        async def compute() -> CachedOutput:
-            out = await self._run_attempts(call, state)
-            return CachedOutput(out, state.deps, self.run_id, call.action_id)
-
-        return (await self.cache.compute(key, compute)).output
+    async def _compute(self, call: PreparedCall, state: ActionState) -> CachedOutput:
+        out = await self._run_attempts(call, state)
+        return CachedOutput(out, state.deps, self.run_id, call.action_id)
 
     async def _record_cache_hit(self, state: ActionState, hit: CachedOutput) -> bytes:
         now = time.time()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 # Action and run states. An action moves queued -> running -> succeeded | failed,
 # possibly back to running for another attempt; succeeded is final.
@@ -80,9 +80,12 @@ class AttemptRecord:
     queued_at: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class CacheEntry:
-    """A cached output: the literal, what it depended on, and the action that computed it."""
+class CacheEntry(NamedTuple):
+    """A cached output: the literal, what it depended on, and the action that computed it.
+
+    A NamedTuple, not a frozen dataclass: every cache hit reads one, and this is the
+    cheapest immutable record to build.
+    """
 
     key: str
     task_name: str

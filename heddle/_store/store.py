@@ -62,6 +62,8 @@ _ACTION_UPDATE = (
         deps=bindparam("deps"),
     )
 )
+# A cache entry's columns in CacheEntry's order.
+_CACHE_COLUMNS = tuple(cache_entries.c[name] for name in CacheEntry._fields)
 _ATTEMPT_UPDATE = (
     update(attempts)
     .where(attempts.c.run_id == bindparam("_run_id"))
@@ -438,10 +440,11 @@ class Store:
         with self._errors("read the cache"), self._engine.connect() as conn:
             for i in range(0, len(keys), 500):
                 chunk = keys[i : i + 500]
-                stmt = select(cache_entries).where(cache_entries.c.key.in_(chunk))
-                for row in conn.execute(stmt):
-                    entry = _cache_entry(row)
-                    out[entry.key] = entry
+                stmt = select(*_CACHE_COLUMNS).where(cache_entries.c.key.in_(chunk))
+                for key, name, output, run_id, action_id, created_at, deps in conn.execute(stmt):
+                    out[key] = CacheEntry(
+                        key, name, bytes(output), run_id, action_id, created_at, deps
+                    )
         return out
 
     def cache_tasks(self) -> list[tuple[str, int, float]]:
