@@ -151,7 +151,7 @@ class OutputCache:
         self._wanted: dict[str, list[asyncio.Future[CacheEntry | None]]] = {}
         # Key versions, once per spec per run (they hash user code).
         self._versions: dict[int, tuple[TaskSpec, str]] = {}
-        self.stale = 0  # entries found but not served: code they depended on changed
+        self._checked: dict[str, bool] = {}
 
     def key_of(self, call: PreparedCall) -> str | None:
         """The call's cache key, or None if its task is not cached."""
@@ -179,12 +179,10 @@ class OutputCache:
         computation of it in flight."""
         entry = await self._lookup(key)
         hit: CachedOutput | None = None
-        if entry is not None:
-            if entry.deps is None or stale_dependency(entry.deps) is None:
-                output = self._literals.from_literal(entry.output)
-                hit = CachedOutput(output, entry.deps, entry.run_id, entry.action_id)
-            else:
-                self.stale += 1
+        # An entry whose dependencies changed is a miss: computed again, and replaced.
+        if entry is not None and self._unchanged(entry.deps):
+            output = self._literals.from_literal(entry.output)
+            hit = CachedOutput(output, entry.deps, entry.run_id, entry.action_id)
         pending = self._computing.get(key)
         if hit is None and pending is not None:
             try:
@@ -192,6 +190,16 @@ class OutputCache:
             except Exception:
                 hit = None  # that computation failed: the caller computes its own
         return hit
+
+    def _unchanged(self, deps: str | None) -> bool:
+        """Whether every dependency is still defined as recorded (checked once per run
+        for each set of dependencies: the program does not change during a run)."""
+        if deps is None:
+            return True
+        ok = self._checked.get(deps)
+        if ok is None:
+            ok = self._checked[deps] = stale_dependency(deps) is None
+        return ok
 
     async def compute(self, key: str, make: Callable[[], Awaitable[CachedOutput]]) -> CachedOutput:
         """Run ``make`` as the computation others with the same key may wait for."""
