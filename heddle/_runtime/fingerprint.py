@@ -119,7 +119,13 @@ class _Walk:
                 for attr in sorted(names):
                     self._global(vars(value), attr, names)
             return
-        if self._object(name, value):
+        try:
+            mine = self._object(name, value)
+        except Exception:
+            # An object that fails to be looked at (a proxy whose __getattr__ raises, say)
+            # is not the user's code as far as the key goes: never fail a run over it.
+            mine = False
+        if mine:
             self.watched.append((place, name, value))
 
     def _object(self, name: str, value: Any) -> bool:
@@ -275,7 +281,7 @@ def _is_dependency(value: Any) -> bool:
 def _unwrap(value: Any) -> Any:
     """The function under decorators that keep ``__wrapped__`` (functools.wraps, lru_cache)."""
     for _ in range(16):
-        if _is_dependency(value):
+        if _is_dependency(value) or isinstance(value, type):
             return value
         inner = getattr(value, "__wrapped__", None)
         if inner is None:

@@ -126,6 +126,16 @@ def test_tasks_and_traces_the_code_calls_are_left_to_their_own_versions() -> Non
     assert body_with(FakeTask("v1")) == body_with(FakeTask("v2"))
 
 
+def test_an_object_that_fails_to_be_inspected_does_not_fail_the_fingerprint() -> None:
+    class Proxy:
+        def __getattr__(self, name: str) -> Any:
+            raise RuntimeError(f"no {name} here")
+
+    namespace = load("def task_body(x):\n    return client.get(x)\n")
+    namespace["client"] = Proxy()
+    assert code_fingerprint(namespace["task_body"]) == code_fingerprint(namespace["task_body"])
+
+
 def test_a_helper_redefined_in_the_same_process_is_seen() -> None:
     # A notebook cell run again: the task object stays, the helper it names changes.
     namespace = load(BASE)
