@@ -11,15 +11,17 @@ import heddle
 env = heddle.TaskEnvironment(name="caching")
 
 
-# cache="auto": the key is the task's name, the hash of its source code and the
-# hash of its inputs. Edit the function and the old entries no longer match.
+# cache="auto": the key is the task's name, the hash of its source code (and of the
+# helper functions, classes and constants of yours it uses) and the hash of its
+# inputs. Edit any of them and the old entries no longer match; a cached task that
+# calls tasks is also recomputed when one of those changes.
 @env.task(cache="auto")
 async def embed(text: str) -> list[float]:
     await asyncio.sleep(0.5)  # stands in for an expensive model call
     return [float(len(word)) for word in text.split()]
 
 
-# heddle.Cache gives more control: `version` replaces the source hash (bump it to
+# heddle.Cache gives more control: `version` replaces the code hash (bump it to
 # invalidate on purpose; cosmetic code edits keep the cache), and `ignored_inputs`
 # are left out of the key (here: a flag that does not change the result).
 @env.task(cache=heddle.Cache(version="v1", ignored_inputs=("verbose",)))

@@ -337,9 +337,8 @@ class ProcessExecutor:
         if op == "note":
             c.note_step(args[0])
         elif op == "open":
-            parent_id, seq, kind, name, encoded, ih, n, group = args
             try:
-                state, out = c.open_step(parent_id, seq, kind, name, encoded, ih, n, group)
+                state, out = c.open_step(*args)
                 self._reply(w, req_id, True, (state, out, c.step_prior_output(state)))
             except Exception as exc:
                 self._reply(w, req_id, False, str(exc))

@@ -69,6 +69,8 @@ class Outcome:
     worker: str
     cpu_seconds: float
     peak_rss: int
+    # What the body called (JSON, see Attempt.deps): its children ran in the worker.
+    deps: str | None = None
 
 
 def secret_key(secret: Secret) -> str:
@@ -275,6 +277,7 @@ class RayExecutor:
         attempt.worker = outcome.worker
         attempt.cpu_seconds = outcome.cpu_seconds
         attempt.peak_rss = outcome.peak_rss or None
+        attempt.deps = outcome.deps
         if outcome.ok:
             assert isinstance(outcome.payload, bytes)
             return outcome.payload

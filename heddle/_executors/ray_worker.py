@@ -227,6 +227,10 @@ class WorkerController:
         )
         return Controller(store, session.literals, job.run_id, executor, self.loop, prior, attempts)
 
+    def deps(self) -> str | None:
+        """What the body called (tasks and traces, transitively), for its cache entry."""
+        return None if self._real is None else self._real.deps.close(self._job.action_id)
+
     def close(self) -> None:
         """Make everything the children recorded durable, and give the connection back."""
         c = self._real
@@ -261,9 +265,14 @@ class WorkerController:
     # -- recorded steps --------------------------------------------------------------
 
     def begin_step(
-        self, parent: ActionContext, kind: str, name: str, encoded_inputs: bytes
+        self,
+        parent: ActionContext,
+        kind: str,
+        name: str,
+        encoded_inputs: bytes,
+        version: str = "",
     ) -> tuple[ActionState, bytes | None]:
-        return self.real.begin_step(parent, kind, name, encoded_inputs)
+        return self.real.begin_step(parent, kind, name, encoded_inputs, version)
 
     def step_prior_output(self, state: ActionState) -> bytes | None:
         return self.real.step_prior_output(state)
@@ -341,6 +350,7 @@ class _Runtime:
             self._watchdog = _Watchdog()
         ok = False
         payload: bytes | str
+        deps: str | None = None
         controller: WorkerController | None = None
         env = {
             **job.config.env,
@@ -360,6 +370,7 @@ class _Runtime:
                     inputs = task.spec.decode_inputs(job.encoded_inputs)
                     result = run_body(self.loop, task, inputs, ctx)
                     payload = task.spec.encode_output(result)
+                    deps = controller.deps()
                 finally:
                     with contextlib.suppress(Exception):
                         logs.end()
@@ -368,7 +379,7 @@ class _Runtime:
         except BaseException as exc:
             payload = failure_payload(exc, job.task_name, job.memory_limit)
         peak = self._watchdog.end()
-        return Outcome(ok, payload, self.label, time.process_time() - cpu_before, peak)
+        return Outcome(ok, payload, self.label, time.process_time() - cpu_before, peak, deps)
 
     def _begin_logs(self, job: ActionJob) -> Any:
         """Capture the attempt's stdout/stderr into the object store, like the process

@@ -42,7 +42,12 @@ class ControllerAPI(Protocol):
     def run_blocking(self, call: PreparedCall) -> Any: ...
 
     def begin_step(
-        self, parent: ActionContext, kind: str, name: str, encoded_inputs: bytes
+        self,
+        parent: ActionContext,
+        kind: str,
+        name: str,
+        encoded_inputs: bytes,
+        version: str = "",
     ) -> tuple[ActionState, bytes | None]: ...
 
     def step_prior_output(self, state: ActionState) -> bytes | None: ...

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from heddle._errors import HeddleError, OOMError, RunAbortedError
 from heddle._errors import TimeoutError as HeddleTimeout
 from heddle._runtime import failures
-from heddle._runtime.cache import OutputCache, cache_key_of
+from heddle._runtime.cache import CachedOutput, Dependencies, OutputCache
 from heddle._runtime.calls import PreparedCall, admit, prepare_call
 from heddle._runtime.context import ActionContext, current_group
 from heddle._runtime.healing import name_producer, recorded_output
@@ -29,6 +29,7 @@ from heddle._runtime.ids import action_id, input_hash
 from heddle._runtime.journal import ActionState, AttemptState, Journal
 from heddle._runtime.literals import LiteralStore
 from heddle._runtime.spec import Resources, TaskSpec
+from heddle._runtime.versions import TRACE
 from heddle._store import (
     ABORTED,
     FAILED,
@@ -64,6 +65,9 @@ class Attempt:
     owner: Controller | None = None
     state: ActionState | None = None
     record: AttemptState | None = None
+    # What the body called, when its children ran under a controller of their own (in a
+    # Ray worker): JSON dependencies for the action's cache entry.
+    deps: str | None = None
 
     def started(self, at: float | None = None) -> None:
         if self.started_at is None:
@@ -212,6 +216,7 @@ class Controller:
         self.stats = Stats()
         self._prior: dict[str, ActionRecord] = dict(prior_actions or {})
         self.cache = OutputCache(store, literals, loop)
+        self.deps = Dependencies()
         self.aborting = False
         # Actions running in this process, and the calls each action made that are
         # still running (cancelled when it ends).
@@ -304,6 +309,7 @@ class Controller:
             and (out := await recorded_output(self, call, prior)) is not None
         ):
             self.stats.replayed += 1
+            self.deps.finished(call.parent_id, call.action_id, call.spec, prior.deps)
             return out
         me = _Running(asyncio.current_task(), call.parent_id)
         self._inflight[aid] = me
@@ -311,10 +317,14 @@ class Controller:
             self._children.setdefault(me.parent, set()).add(me)
         try:
             state, key = self._new_state(call, prior)
-            if key is None:
-                out = await self._run_attempts(call, state)
-            else:
-                out = await self._run_cached(call, state, key)
+            try:
+                if key is None:
+                    out = await self._run_attempts(call, state)
+                else:
+                    out = await self._run_cached(call, state, key)
+            finally:
+                # Whatever the outcome, the caller's output now depends on this task's code.
+                self.deps.finished(call.parent_id, call.action_id, call.spec, state.deps)
         except BaseException as exc:
             me.finish(None, exc)
             raise
@@ -403,7 +413,7 @@ class Controller:
                 )
             )
         self.stats.started += 1
-        key = cache_key_of(call)
+        key = self.cache.key_of(call)
         state.cache_key = key
         return state, key
 
@@ -414,22 +424,30 @@ class Controller:
             hit = await self.cache.find(key)
             if hit is not None:
                 return await self._record_cache_hit(state, hit)
-        return await self.cache.compute(key, lambda: self._run_attempts(call, state))
+        return (await self.cache.compute(key, lambda: self._compute(call, state))).output
 
     # -- cache -----------------------------------------------------------------------
 
-    async def _record_cache_hit(self, state: ActionState, out: bytes) -> bytes:
+    async def _compute(self, call: PreparedCall, state: ActionState) -> CachedOutput:
+        out = await self._run_attempts(call, state)
+        return CachedOutput(out, state.deps, self.run_id, call.action_id)
+
+    async def _record_cache_hit(self, state: ActionState, hit: CachedOutput) -> bytes:
         now = time.time()
         state.status = SUCCEEDED
         state.cached = 1
-        state.output = self.literals.to_literal(out)
+        state.output = self.literals.to_literal(hit.output)
+        # Entries are written only by the action that computed the value: the source.
+        state.source_run_id = hit.run_id
+        state.source_action_id = hit.action_id
+        state.deps = hit.deps
         state.started_at = now
         state.finished_at = now
         self.journal.put_action(state)
         await self.journal.durable()
         self.stats.cached += 1
         self.stats.succeeded += 1
-        return out
+        return hit.output
 
     # -- attempts --------------------------------------------------------------------
 
@@ -542,6 +560,7 @@ class Controller:
         state.finished_at = now
         if state.started_at is None:
             state.started_at = attempt.started_at or now
+        state.deps = self.deps.close(call.action_id, attempt.deps)
         self.journal.put_action(state)
         self._finish_attempt(record, attempt, SUCCEEDED, now=now)
         if state.cache_key is not None:
@@ -553,6 +572,7 @@ class Controller:
                     "run_id": self.run_id,
                     "action_id": call.action_id,
                     "created_at": now,
+                    "deps": state.deps,
                 }
             )
 
@@ -668,13 +688,18 @@ class Controller:
     # -- recorded steps (traces, durable sleep and clock) -----------------------------
 
     def begin_step(
-        self, parent: ActionContext, kind: str, name: str, encoded_inputs: bytes
+        self,
+        parent: ActionContext,
+        kind: str,
+        name: str,
+        encoded_inputs: bytes,
+        version: str = "",
     ) -> tuple[ActionState, bytes | None]:
         """Derive a step's id; return its state and its recorded output if it already ran."""
         ih = input_hash(encoded_inputs)
         n, seq = parent.next_call(f"{kind}:{name}", ih)
         return self.open_step(
-            parent.action_id, seq, kind, name, encoded_inputs, ih, n, current_group.get()
+            parent.action_id, seq, kind, name, encoded_inputs, ih, n, current_group.get(), version
         )
 
     def open_step(
@@ -687,12 +712,19 @@ class Controller:
         ih: str,
         n: int,
         group: str | None,
+        version: str = "",
     ) -> tuple[ActionState, bytes | None]:
+        """``version``: a trace's version (its code), which its caller's cache entry records."""
         aid = action_id(self.run_id, parent_id, f"{kind}:{name}", ih, n)
         prior = self._prior.pop(aid, None)
         if prior is not None and prior.status == SUCCEEDED and prior.output is not None:
             self.stats.replayed += 1
+            if kind == TRACE:
+                # The recorded value came from the code of then, whatever it is now.
+                self.deps.called_trace(parent_id, name, prior.task_version)
             return _state_of(prior), self.literals.from_literal(prior.output)
+        if kind == TRACE:
+            self.deps.called_trace(parent_id, name, version)
         now = time.time()
         state = ActionState(
             id=aid,
@@ -701,7 +733,7 @@ class Controller:
             seq=seq,
             kind=kind,
             task_name=name,
-            task_version="",
+            task_version=version,
             group_name=group,
             status=RUNNING,
             attempts=(prior.attempts if prior else 0) + 1,
@@ -810,4 +842,5 @@ def _state_of(r: ActionRecord) -> ActionState:
         finished_at=r.finished_at,
         source_run_id=r.source_run_id,
         source_action_id=r.source_action_id,
+        deps=r.deps,
     )

@@ -48,6 +48,7 @@ class ActionState:
     finished_at: float | None
     source_run_id: str | None = None
     source_action_id: str | None = None
+    deps: str | None = None  # JSON, see ActionRecord.deps
 
 
 @dataclass(slots=True)

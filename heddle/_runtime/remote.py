@@ -197,14 +197,29 @@ class RemoteController:
     # -- recorded steps --------------------------------------------------------------
 
     def begin_step(
-        self, parent: ActionContext, kind: str, name: str, encoded_inputs: bytes
+        self,
+        parent: ActionContext,
+        kind: str,
+        name: str,
+        encoded_inputs: bytes,
+        version: str = "",
     ) -> tuple[ActionState, bytes | None]:
         ih = input_hash(encoded_inputs)
         n, seq = parent.next_call(f"{kind}:{name}", ih)
         ok, payload = self._request(
             STEP,
             "open",
-            (parent.action_id, seq, kind, name, encoded_inputs, ih, n, current_group.get()),
+            (
+                parent.action_id,
+                seq,
+                kind,
+                name,
+                encoded_inputs,
+                ih,
+                n,
+                current_group.get(),
+                version,
+            ),
         ).result()
         if not ok:
             raise HeddleError(f"the driver could not open step {name!r}: {payload}")

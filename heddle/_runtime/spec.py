@@ -381,3 +381,6 @@ class TaskSpec:
     secrets: tuple[Secret, ...] = ()
     # The codec of the output, to find the blobs a recorded output refers to.
     output_codec: Any = None
+    # The version of the task as @env.task defined it (an override that changes env vars
+    # has a version of its own): what its callers' cache entries depend on. "" = version.
+    defined_version: str = ""

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 import cloudpickle
 
 from heddle._errors import ConfigError, HeddleError
+from heddle._runtime import versions
 from heddle._runtime.calls import run_where_awaited
 from heddle._runtime.context import current_action
 from heddle._runtime.ids import source_version
@@ -68,7 +69,7 @@ class _LazyRef:
         return self._task.ref
 
 
-def _source_of(fn: Callable[..., Any]) -> str:
+def source_of(fn: Callable[..., Any]) -> str:
     try:
         return textwrap.dedent(inspect.getsource(fn))
     except (OSError, TypeError):
@@ -95,6 +96,8 @@ class TaskRef:
     # The version computed where the task was defined (from its source): a process
     # that gets the function by value may not find the source to hash it again.
     version: str | None = None
+    # For an override: the version of the task it overrides (see Task.defined_version).
+    defined_version: str | None = None
 
 
 _resolved: dict[tuple[str, str, str, str], Task[Any, Any]] = {}
@@ -113,20 +116,32 @@ def resolve_task(ref: TaskRef) -> Task[Any, Any]:
     base: Task[Any, Any]
     if ref.pickled is not None:
         fn, env = cloudpickle.loads(ref.pickled)
-        base = Task(fn, env, ref.options, version=ref.version)
+        base = Task(fn, env, ref.options, version=ref.version, defined_version=ref.defined_version)
     else:
         from heddle._sdk import program
 
         base = program.find_by_ref(ref.module, ref.file, ref.qualname, ref.name)
     if base.options != ref.options:
-        base = Task(base.fn, base.env, ref.options, version=ref.version or base.version)
+        base = Task(
+            base.fn,
+            base.env,
+            ref.options,
+            version=ref.version or base.version,
+            defined_version=base.defined_version,
+        )
     task = base
     _resolved[key] = task
     return task
 
 
 class Task(Generic[P, R]):
-    """A registered task. Call it like the function it wraps."""
+    """A registered task. Call it like the function it wraps.
+
+    ``defined_version`` is given for an override: the version of the task it overrides.
+    """
+
+    # Code fingerprints skip tasks: a caller depends on them through their versions.
+    _heddle_dependency = True
 
     def __init__(
         self,
@@ -134,6 +149,7 @@ class Task(Generic[P, R]):
         env: TaskEnvironment,
         options: TaskOptions,
         version: str | None = None,
+        defined_version: str | None = None,
     ) -> None:
         if not callable(fn):
             raise ConfigError(f"@env.task needs a function, got {fn!r}")
@@ -167,12 +183,19 @@ class Task(Generic[P, R]):
         # Resources are left out: more memory does not change an output, and recovering
         # an OOM'd run with more memory must not re-run what already succeeded.
         self.version = version or source_version(
-            _source_of(fn),
+            source_of(fn),
             self.name,
             repr(sorted(options.env_vars.items())),
             repr(env.image),
             repr(sorted(x.name for x in env.secrets)),  # names only: values never leave the driver
         )
+        # The task as @env.task defined it: what a cached caller depends on. An override's
+        # settings are the caller's own code, so they are left out; its definition (a new
+        # one replaces the old, as a notebook cell run again does) is what is checked.
+        self._overrides = defined_version
+        self.defined_version = defined_version or self.version
+        if defined_version is None:
+            versions.define(versions.TASK, self.name, self.dependency_version)
         self.spec = TaskSpec(
             name=self.name,
             version=self.version,
@@ -193,6 +216,7 @@ class Task(Generic[P, R]):
             ref=_LazyRef(self),
             secrets=env.secrets,
             output_codec=self.codec.output_codec,
+            defined_version=self.defined_version,
         )
 
     def __repr__(self) -> str:
@@ -200,7 +224,12 @@ class Task(Generic[P, R]):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickle what defines the task, not its derived codecs and spec.
-        return (Task, (self.fn, self.env, self.options, self.version))
+        return (Task, (self.fn, self.env, self.options, self.version, self._overrides))
+
+    def dependency_version(self) -> str:
+        """The version a cached caller records for this task: its source and environment,
+        and the user code it uses (helpers, classes, constants, its input defaults)."""
+        return versions.dependency_version(self.defined_version, self.fn)
 
     @functools.cached_property
     def ref(self) -> TaskRef:
@@ -215,7 +244,14 @@ class Task(Generic[P, R]):
         if "<locals>" in fn.__qualname__ or file is None or fn.__module__ in SCRIPT_MODULES:
             pickled = dumps_by_value((fn, self.env))
         return TaskRef(
-            fn.__module__, file, fn.__qualname__, self.name, self.options, pickled, self.version
+            fn.__module__,
+            file,
+            fn.__qualname__,
+            self.name,
+            self.options,
+            pickled,
+            self.version,
+            self._overrides,
         )
 
     def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -273,7 +309,13 @@ class Task(Generic[P, R]):
         )
         # Same code, same version — unless the override changes its environment.
         same_env = dict(opts.env_vars) == dict(self.options.env_vars)
-        return Task(self.fn, self.env, opts, version=self.version if same_env else None)
+        return Task(
+            self.fn,
+            self.env,
+            opts,
+            version=self.version if same_env else None,
+            defined_version=self.defined_version,
+        )
 
     def __await__(self) -> Generator[Any, None, None]:
         raise HeddleError(

@@ -11,9 +11,12 @@ import inspect
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
+from heddle._runtime import versions
 from heddle._runtime.context import current_action
+from heddle._runtime.ids import source_version
 from heddle._sdk.origin import module_identity
 from heddle._sdk.signature import CallCodec
+from heddle._sdk.task import source_of
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -28,14 +31,28 @@ class Traced:
     function by value, away from the script's __main__ and maybe from its file.
     """
 
-    def __init__(self, fn: Callable[..., Any], name: str | None = None) -> None:
+    # Code fingerprints skip traces: a caller depends on them through their versions.
+    _heddle_dependency = True
+
+    def __init__(
+        self, fn: Callable[..., Any], version: str | None = None, name: str | None = None
+    ) -> None:
         self.fn = fn
+        # Fixed where it is defined and kept when pickled (see module_identity).
         self.name = name or f"{module_identity(fn)}.{fn.__qualname__}"
         self.codec = CallCodec(fn, f"trace {fn.__qualname__}")
+        # Computed where the trace is defined; a worker that gets it by value keeps it.
+        self.version = version or source_version(source_of(fn), self.name)
         functools.update_wrapper(self, fn)
+        versions.define(versions.TRACE, self.name, self.dependency_version)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Traced, (self.fn, self.name))
+        return (Traced, (self.fn, self.version, self.name))
+
+    def dependency_version(self) -> str:
+        """The version a cached caller records for this trace (see Task.dependency_version);
+        also the version its recorded steps carry."""
+        return versions.dependency_version(self.version, self.fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if inspect.iscoroutinefunction(self.fn):
@@ -48,7 +65,11 @@ class Traced:
             return await self.fn(*args, **kwargs)
         c, codec = ctx.controller, self.codec
         state, out = c.begin_step(
-            ctx, "trace", self.name, codec.encode_inputs(codec.bind(args, kwargs))
+            ctx,
+            versions.TRACE,
+            self.name,
+            codec.encode_inputs(codec.bind(args, kwargs)),
+            self.dependency_version(),
         )
         if out is not None:
             return codec.decode_output(out)
@@ -68,7 +89,11 @@ class Traced:
             return self.fn(*args, **kwargs)
         c, codec = ctx.controller, self.codec
         state, out = c.begin_step(
-            ctx, "trace", self.name, codec.encode_inputs(codec.bind(args, kwargs))
+            ctx,
+            versions.TRACE,
+            self.name,
+            codec.encode_inputs(codec.bind(args, kwargs)),
+            self.dependency_version(),
         )
         if out is not None:
             return codec.decode_output(out)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 # Action and run states. An action moves queued -> running -> succeeded | failed,
 # possibly back to running for another attempt; succeeded is final.
@@ -59,6 +59,9 @@ class ActionRecord:
     finished_at: float | None
     source_run_id: str | None = None
     source_action_id: str | None = None
+    # JSON: the tasks and traces the action's output depended on (its subtree), with
+    # their versions; null for an action that called none.
+    deps: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,22 @@ class AttemptRecord:
     cpu_seconds: float | None = None
     peak_rss: int | None = None
     queued_at: float | None = None
+
+
+class CacheEntry(NamedTuple):
+    """A cached output: the literal, what it depended on, and the action that computed it.
+
+    A NamedTuple, not a frozen dataclass: every cache hit reads one, and this is the
+    cheapest immutable record to build.
+    """
+
+    key: str
+    task_name: str
+    output: bytes
+    run_id: str
+    action_id: str
+    created_at: float
+    deps: str | None = None
 
 
 class RunEventKind(StrEnum):

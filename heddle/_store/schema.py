@@ -72,6 +72,8 @@ actions = Table(
     # A cache hit: the run and action that computed the output.
     Column("source_run_id", String(40), nullable=True),
     Column("source_action_id", String(40), nullable=True),
+    # JSON: the tasks and traces its output depended on, with their versions.
+    Column("deps", Text, nullable=True),
     sqlite_with_rowid=False,
 )
 

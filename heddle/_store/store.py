@@ -27,6 +27,7 @@ from heddle._store.engine import describe, make_engine, no_store, parse_url
 from heddle._store.records import (
     ActionRecord,
     AttemptRecord,
+    CacheEntry,
     RunEventRecord,
     RunRecord,
     WriteBatch,
@@ -35,12 +36,14 @@ from heddle._store.retry import Outage, RetryPolicy, Unavailable, is_transient
 from heddle._store.schema import actions, attempts, cache_entries, run_events, runs
 from heddle._store.writes import JournalWriter, Statements
 
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 _MIGRATIONS = Path(__file__).parent / "migrations"
 T = TypeVar("T")
 
 # What to do when the database stays unreachable, by default.
 _RETRY_HINT = "check that the database is running and reachable, then try again"
+# A cache entry's columns in CacheEntry's order.
+_CACHE_COLUMNS = tuple(cache_entries.c[name] for name in CacheEntry._fields)
 
 
 def _row_to_run(row: Any) -> RunRecord:
@@ -93,6 +96,7 @@ def action_from_row(row: Any) -> ActionRecord:
         finished_at=m["finished_at"],
         source_run_id=m.get("source_run_id"),
         source_action_id=m.get("source_action_id"),
+        deps=m.get("deps"),
     )
 
 
@@ -586,19 +590,50 @@ class Store:
 
         return self._read("read the cache", read)
 
-    def cache_get_many(self, keys: list[str]) -> dict[str, bytes]:
-        """The stored outputs of those keys that are in the cache."""
+    def cache_get_many(self, keys: list[str]) -> dict[str, CacheEntry]:
+        """The entries of those keys that are in the cache."""
 
-        def read(conn: Connection) -> dict[str, bytes]:
-            out: dict[str, bytes] = {}
+        def read(conn: Connection) -> dict[str, CacheEntry]:
+            out: dict[str, CacheEntry] = {}
             for i in range(0, len(keys), 500):
                 chunk = keys[i : i + 500]
-                stmt = select(cache_entries.c.key, cache_entries.c.output).where(
-                    cache_entries.c.key.in_(chunk)
-                )
-                for key, output in conn.execute(stmt):
-                    out[key] = bytes(output)
+                stmt = select(*_CACHE_COLUMNS).where(cache_entries.c.key.in_(chunk))
+                for key, name, output, run_id, action_id, created_at, deps in conn.execute(stmt):
+                    out[key] = CacheEntry(
+                        key, name, bytes(output), run_id, action_id, created_at, deps
+                    )
             return out
+
+        return self._read("read the cache", read)
+
+    def cache_tasks(self) -> list[tuple[str, int, float]]:
+        """Per task with cache entries: its name, how many, and when the newest was made."""
+        stmt = (
+            select(
+                cache_entries.c.task_name,
+                func.count(),
+                func.max(cache_entries.c.created_at),
+            )
+            .group_by(cache_entries.c.task_name)
+            .order_by(cache_entries.c.task_name)
+        )
+
+        def read(conn: Connection) -> list[tuple[str, int, float]]:
+            return [(name, int(n), float(newest)) for name, n, newest in conn.execute(stmt)]
+
+        return self._read("read the cache", read)
+
+    def cache_entries_of(self, task_name: str, limit: int = 50) -> list[CacheEntry]:
+        """A task's cache entries, newest first (outputs left out)."""
+        stmt = (
+            select(*(c for c in cache_entries.c if c.name != "output"))
+            .where(cache_entries.c.task_name == task_name)
+            .order_by(cache_entries.c.created_at.desc())
+            .limit(limit)
+        )
+
+        def read(conn: Connection) -> list[CacheEntry]:
+            return [_cache_entry(r) for r in conn.execute(stmt)]
 
         return self._read("read the cache", read)
 
@@ -611,10 +646,25 @@ class Store:
         self._write("update the cache", write)
 
     def cache_clear(self, task_name: str | None = None) -> int:
+        """Remove every cache entry, or a task's; returns how many were removed."""
         stmt = cache_entries.delete()
         if task_name is not None:
             stmt = stmt.where(cache_entries.c.task_name == task_name)
         return self._write("clear the cache", lambda conn, _r: int(conn.execute(stmt).rowcount))
+
+
+def _cache_entry(row: Any) -> CacheEntry:
+    m = row._mapping
+    output = m.get("output")
+    return CacheEntry(
+        key=m["key"],
+        task_name=m["task_name"],
+        output=b"" if output is None else bytes(output),
+        run_id=m["run_id"],
+        action_id=m["action_id"],
+        created_at=m["created_at"],
+        deps=m["deps"],
+    )
 
 
 def filter_runs(

@@ -38,6 +38,9 @@ _ACTION_UPDATE = (
         error=bindparam("error"),
         started_at=bindparam("started_at"),
         finished_at=bindparam("finished_at"),
+        source_run_id=bindparam("source_run_id"),
+        source_action_id=bindparam("source_action_id"),
+        deps=bindparam("deps"),
     )
 )
 _ATTEMPT_UPDATE = (

@@ -137,6 +137,10 @@ class ActionTree:
         text.append_text(_console.status_text(a.status))
         if a.cached:
             text.append("  cache hit", style="cyan")
+            if a.source_run_id:
+                text.append(
+                    f" from run {a.source_run_id} action {a.source_action_id}", style="cyan"
+                )
         took = _console.span(a.started_at, a.finished_at, self.now)
         if took is not None and not a.cached:
             text.append(f"  {_console.duration(took)}", style="grey62")

@@ -77,8 +77,9 @@ def cli(home: str | None, db_url: str | None, storage_url: str | None) -> None:
     """Heddle: durable, dynamic task orchestration.
 
     Run a task with `heddle run FILE TASK --param value`, list runs with
-    `heddle runs list`, inspect one with `heddle runs show RUN`, and resume
-    a run whose process died with `heddle recover RUN`.
+    `heddle runs list`, inspect one with `heddle runs show RUN`, resume
+    a run whose process died with `heddle recover RUN`, and see or clear
+    cached outputs with `heddle cache list` / `heddle cache clear [TASK]`.
     """
     if home or db_url or storage_url:
         # Not opened yet: a command that only reads must not create the store.
@@ -86,6 +87,7 @@ def cli(home: str | None, db_url: str | None, storage_url: str | None) -> None:
 
 
 def _register() -> None:
+    from heddle.cli.cache import cache
     from heddle.cli.control import abort, recover
     from heddle.cli.image import image
     from heddle.cli.logs import logs
@@ -98,6 +100,7 @@ def _register() -> None:
     cli.add_command(recover)
     cli.add_command(abort)
     cli.add_command(logs)
+    cli.add_command(cache)
     cli.add_command(serve)
     cli.add_command(image)
 

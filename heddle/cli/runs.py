@@ -240,6 +240,10 @@ def _action_dict(a: ActionRecord, attempts: list[AttemptRecord]) -> dict[str, An
         "status": a.status,
         "attempts": a.attempts,
         "cached": a.cached,
+        "cache_key": a.cache_key,
+        # A cache hit: the run and action that computed the value.
+        "source_run_id": a.source_run_id,
+        "source_action_id": a.source_action_id,
         "queued_at": a.queued_at,
         "started_at": a.started_at,
         "finished_at": a.finished_at,

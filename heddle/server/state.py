@@ -3,6 +3,7 @@ queries, its auth, and helpers that turn records into API bodies."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -149,8 +150,19 @@ def action_detail(a: ActionRecord, path: list[ActionRecord]) -> models.Action:
         **_action_fields(a, None),
         run_id=a.run_id,
         cache_key=a.cache_key,
+        source_run_id=a.source_run_id,
+        source_action_id=a.source_action_id,
+        depends_on=_dependencies(a.deps),
         path=[action_summary(p) for p in path],
     )
+
+
+def _dependencies(deps: str | None) -> list[models.Dependency]:
+    try:
+        items = json.loads(deps) if deps else []
+        return [models.Dependency(kind=k, name=n, version=v) for k, n, v in items]
+    except (ValueError, TypeError):
+        return []  # unreadable: shown as none rather than failing the page
 
 
 def attempt(t: AttemptRecord, resources: dict[str, Any]) -> models.Attempt:

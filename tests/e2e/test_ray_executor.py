@@ -278,6 +278,34 @@ def test_cached_outputs_are_shared_across_runs_through_the_postgres_store(
     assert [a.cached for a in second.actions()] == [True]
 
 
+def test_a_cached_parent_in_a_ray_worker_depends_on_what_its_children_called_there(
+    ray_home: RayCluster,
+) -> None:
+    from heddle._runtime import versions
+
+    assert heddle.run(rtasks.cached_parent, 2).outputs() == 8
+    store = get_session().store
+    (entry,) = store.cache_entries_of("rcached.cached_parent")
+    assert [(kind, name) for kind, name, _v in json.loads(entry.deps or "[]")] == [
+        ("task", "rcached.cached_leaf"),
+        ("trace", "rtasks.lookup"),
+    ]
+    # Versions computed in the worker are the ones the driver checks: a hit.
+    second = heddle.run(rtasks.cached_parent, 2)
+    assert [a.cached for a in second.actions()] == [True]
+    try:
+        # An edit of the leaf, as the driver's program now defines it: the parent misses.
+        @rtasks.cached_env.task(name="rcached.cached_leaf")
+        def cached_leaf(x: int) -> int:
+            return x
+
+        third = heddle.run(rtasks.cached_parent, 2)
+        (root,) = (a for a in third.actions() if a.parent_id is None)
+        assert root.cached is False
+    finally:
+        versions.define("task", "rcached.cached_leaf", rtasks.cached_leaf.dependency_version)
+
+
 def test_an_images_env_and_the_tasks_env_vars_reach_the_worker(ray_home: RayCluster) -> None:
     assert heddle.run(rtasks.greet).outputs() == "hello from the image, from the task"
 

@@ -207,7 +207,8 @@ def test_cache_put_on_an_existing_key_keeps_one_entry_with_the_newest_output(
     assert store.cache_get("ck1") == b"second"
     assert store.cache_get("ck2") == b"other"
     assert store.cache_get("missing") is None
-    assert store.cache_get_many(["ck1", "ck2", "missing"]) == {"ck1": b"second", "ck2": b"other"}
+    found = store.cache_get_many(["ck1", "ck2", "missing"])
+    assert {k: e.output for k, e in found.items()} == {"ck1": b"second", "ck2": b"other"}
     assert store.cache_clear() == 2
 
 
@@ -216,7 +217,9 @@ def test_cache_get_many_reads_more_keys_than_one_query_holds(store: Store) -> No
     journal_writer(store)(WriteBatch(cache_puts=rows))
     wanted = [f"k{i:05d}" for i in range(0, 1300, 3)]
     found = store.cache_get_many(wanted)
-    assert found == {k: str(int(k[1:])).encode() for k in wanted if int(k[1:]) < 1200}
+    assert {k: e.output for k, e in found.items()} == {
+        k: str(int(k[1:])).encode() for k in wanted if int(k[1:]) < 1200
+    }
 
 
 def test_cache_clear_by_task_or_all(store: Store) -> None:
@@ -363,3 +366,43 @@ def test_foreign_database_with_a_runs_table_is_refused(db_url: str) -> None:
 def test_unsupported_backend_is_a_config_error() -> None:
     with pytest.raises(heddle.ConfigError, match="unsupported store backend"):
         Store("mysql://localhost/x")
+
+
+def test_upgrading_drops_old_cache_entries_of_actions_that_called_others(db_url: str) -> None:
+    # Before 0004 an entry never recorded what its action called: a parent's entry
+    # could be served after a callee changed. Entries of leaf actions stay.
+    from alembic import command
+    from alembic.config import Config
+
+    from heddle._store.store import _MIGRATIONS
+
+    engine = create_engine(db_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+    with engine.begin() as conn:
+        for aid, parent in (("aparent", None), ("aleaf", "aparent")):
+            conn.execute(
+                text(
+                    "INSERT INTO actions (run_id, id, parent_id, seq, kind, task_name, "
+                    "task_version, status, attempts, cached, queued_at) VALUES "
+                    "('rold', :id, :parent, 0, 'task', 'env.t', 'v', 'succeeded', 1, 0, 1.0)"
+                ),
+                {"id": aid, "parent": parent},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO cache_entries (key, task_name, output, run_id, action_id, "
+                    "created_at) VALUES (:key, 'env.t', :out, 'rold', :id, 1.0)"
+                ),
+                {"key": "k" + aid, "out": b"o", "id": aid},
+            )
+    engine.dispose()
+    store = Store(db_url)
+    try:
+        assert store.cache_get("kaparent") is None
+        assert store.cache_get("kaleaf") == b"o"
+    finally:
+        store.close()

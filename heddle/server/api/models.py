@@ -127,9 +127,25 @@ class Timeline(BaseModel):
     limit: int
 
 
+class Dependency(BaseModel):
+    kind: str = Field(description="task or trace")
+    name: str
+    version: str
+
+
 class Action(ActionSummary):
     run_id: str
     cache_key: str | None
+    source_run_id: str | None = Field(
+        None, description="a cache hit: the run of the action that computed the value"
+    )
+    source_action_id: str | None = Field(
+        None, description="a cache hit: the action that computed the value"
+    )
+    depends_on: list[Dependency] = Field(
+        default_factory=list,
+        description="the tasks and traces its output depended on (its subtree), by version",
+    )
     path: list[ActionSummary] = Field(description="ancestors from the root action down")
 
 

@@ -151,3 +151,22 @@ def step(i: int, folder: str) -> int:
 @head.task
 async def chain(n: int, folder: str) -> list[int]:
     return [await step.aio(i, folder) for i in range(n)]
+
+
+cached_env = heddle.TaskEnvironment(name="rcached", cache="auto")
+
+
+@heddle.trace
+def lookup(x: int) -> int:
+    return x * 3
+
+
+@cached_env.task
+def cached_leaf(x: int) -> int:
+    return lookup(x) + 1
+
+
+@cached_env.task
+async def cached_parent(x: int) -> int:
+    # Runs in a Ray worker, which drives the leaf (and the leaf's trace) itself.
+    return await cached_leaf.aio(x) + 1

@@ -14,6 +14,15 @@ function fact(label, value, title) {
   return el("div", {}, el("dt", { text: label }), el("dd", { title }, value));
 }
 
+// A cache hit links to the action that computed its value.
+function cacheSource(a) {
+  if (!a.source_run_id) return "hit";
+  return el(
+    "span", { id: "cache-source" }, "hit from ",
+    el("a", { href: `/runs/${a.source_run_id}/actions/${a.source_action_id}`, class: "mono", text: `run ${shortId(a.source_run_id)} · action ${shortId(a.source_action_id)}` }),
+  );
+}
+
 function renderHead(a) {
   document.title = `${a.task_name} · Heddle`;
   const crumbs = document.getElementById("crumbs");
@@ -37,7 +46,8 @@ function renderHead(a) {
     fact("queue time", fmtDuration(queue)),
     fact("duration", fmtDuration(a.duration)),
     fact("version", el("span", { class: "mono", text: a.task_version || "–" })),
-    a.cached || a.cache_key ? fact("cache", a.cached ? "hit" : el("span", { class: "mono", text: shortId(a.cache_key) })) : null,
+    a.cached || a.cache_key ? fact("cache", a.cached ? cacheSource(a) : el("span", { class: "mono", text: shortId(a.cache_key) })) : null,
+    a.depends_on.length ? fact("depends on", a.depends_on.map((d) => `${d.kind} ${d.name}`).join(", ")) : null,
   );
   clear(document.getElementById("action-error"), errorBox(a.error, a.status === "aborted" ? "Aborted" : "Failed"));
 }
