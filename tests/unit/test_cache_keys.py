@@ -320,7 +320,9 @@ def test_a_script_trace_keeps_its_name_and_version_when_sent_to_a_worker(tmp_pat
 
     namespace: dict[str, Any] = {"__name__": "__main__"}
     source = "import heddle\n\n@heddle.trace\ndef note(x: int) -> int:\n    return x + 1\n"
-    exec(compile(source, str(tmp_path / "flows.py"), "exec"), namespace)
+    script = tmp_path / "flows.py"
+    script.write_text(source)  # a script with a file: named after it
+    exec(compile(source, str(script), "exec"), namespace)
     note = namespace["note"]
     sent = cloudpickle.loads(cloudpickle.dumps(note))
     assert note.name == "flows.note"
