@@ -34,6 +34,7 @@ BASE_ATTEMPT_COLUMNS = frozenset(
         "worker",
         "error",
         "output",
+        "queued_at",
         "started_at",
         "finished_at",
     }

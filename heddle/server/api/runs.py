@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query
 
-from heddle._errors import RecoveryError
+from heddle._runtime.driver import owner_alive
 from heddle._sdk import run as sdk_run
-from heddle._store import FINAL_STATES, ActionRecord
+from heddle._store import FINAL_STATES, SUCCEEDED, ActionRecord
 from heddle.server import state as s
 from heddle.server.api import models
+from heddle.server.api.params import MAX_PAGE, Offset, RunStatus
 from heddle.server.state import ServerState, get_state
 from heddle.server.values import parameter_names
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 State = Annotated[ServerState, Depends(get_state)]
-
-MAX_PAGE = 500
 
 
 def find_action(st: ServerState, run_id: str, action_id: str) -> ActionRecord:
@@ -31,11 +29,11 @@ def find_action(st: ServerState, run_id: str, action_id: str) -> ActionRecord:
 @router.get("", response_model=models.RunPage, summary="List runs, newest first")
 def list_runs(
     st: State,
-    status: Annotated[str | None, Query(description="exact status, e.g. failed")] = None,
+    status: Annotated[RunStatus | None, Query(description="exact status, e.g. failed")] = None,
     task: Annotated[str | None, Query(description="part of the root task's name")] = None,
     name: Annotated[str | None, Query(description="part of the run's name")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> models.RunPage:
     records = st.session.store.list_runs(
         limit=limit, offset=offset, status=status, task=task, name=name
@@ -43,7 +41,10 @@ def list_runs(
     total = st.queries.count_runs(status=status, task=task, name=name)
     counts = st.queries.run_counts([r.id for r in records])
     return models.RunPage(
-        runs=[s.run_summary(r, counts.get(r.id)) for r in records],
+        runs=[
+            s.run_summary(r, counts.get(r.id), s.liveness(r, st.recoveries.get(r.id)))
+            for r in records
+        ],
         total=total,
         limit=limit,
         offset=offset,
@@ -53,7 +54,8 @@ def list_runs(
 @router.get("/{run_id}", response_model=models.Run, summary="One run (id or unique prefix)")
 def get_run(st: State, run_id: str) -> models.Run:
     r = st.session.store.get_run(run_id)
-    summary = s.run_summary(r, st.queries.shape(r.id).totals)
+    live = s.liveness(r, st.recoveries.get(r.id))
+    summary = s.run_summary(r, st.queries.shape(r.id).totals, live)
     root = st.queries.find_action(r.id, r.root_action_id)
     names = parameter_names(r.program, r.root_task, "task")
     return models.Run(
@@ -66,8 +68,7 @@ def get_run(st: State, run_id: str) -> models.Run:
 
 
 @router.post("/{run_id}/abort", response_model=models.RunControl, summary="Ask a run to stop")
-def abort_run(st: State, run_id: str, request: Request) -> models.RunControl:
-    st.auth.check_write(request)
+def abort_run(st: State, run_id: str) -> models.RunControl:
     r = st.session.store.get_run(run_id)
     if r.status in FINAL_STATES:
         return models.RunControl(id=r.id, status=r.status, message=f"run already {r.status}")
@@ -79,20 +80,27 @@ def abort_run(st: State, run_id: str, request: Request) -> models.RunControl:
 @router.post(
     "/{run_id}/recover",
     response_model=models.RunControl,
-    summary="Resume a failed, aborted or orphaned run in this server's process",
+    summary="Resume a failed, aborted or orphaned run, in a new `heddle recover` process",
 )
-def recover_run(st: State, run_id: str, request: Request) -> models.RunControl:
-    st.auth.check_write(request)
+def recover_run(st: State, run_id: str) -> models.RunControl:
     r = st.session.store.get_run(run_id)
-    try:
-        sdk_run.recover(r.id, wait=False)
-    except RecoveryError as exc:
-        raise HTTPException(409, str(exc)) from None
-    except (ImportError, OSError, LookupError) as exc:
+    # The checks heddle.recover makes before it loads the program, so the common
+    # refusals are answered here; the child makes them again before it claims the run.
+    if r.status == SUCCEEDED:
+        raise HTTPException(409, f"run {r.id} already succeeded; nothing to recover")
+    running = st.recoveries.get(r.id)
+    if running is not None and running.running:
+        raise HTTPException(409, f"run {r.id} is already being recovered by process {running.pid}")
+    if r.status not in FINAL_STATES and owner_alive(r.owner, r.heartbeat_at):
         raise HTTPException(
-            409, f"cannot load the program of run {r.id}: {type(exc).__name__}: {exc}"
-        ) from None
-    return models.RunControl(id=r.id, status="running", message="recovering")
+            409,
+            f"run {r.id} is still being driven by {r.owner}: abort it first, "
+            "or wait for its lease to expire",
+        )
+    started = st.recoveries.start(r)
+    return models.RunControl(
+        id=r.id, status=r.status, message=f"recovering in process {started.pid}"
+    )
 
 
 @router.get(
@@ -105,7 +113,7 @@ def tree(
         str | None, Query(description="action id; the root action if omitted")
     ] = None,
     group: Annotated[str | None, Query(description="a group under the parent, e.g. eval/a")] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> models.TreePage:
     r = st.session.store.get_run(run_id)
@@ -131,18 +139,20 @@ def timeline(
     st: State,
     run_id: str,
     parent: Annotated[str | None, Query(description="only the children of this action")] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 200,
 ) -> models.Timeline:
     r = st.session.store.get_run(run_id)
+    if parent is not None:
+        parent = find_action(st, r.id, parent).id
     items, total = st.queries.timeline(r.id, offset, limit, parent)
-    spans = st.queries.attempts_of(r.id, [a.id for a in items if a.attempts > 1])
+    # Every attempt of the page: each is drawn as its queued part, then its running part.
+    spans = st.queries.attempts_of(r.id, [a.id for a in items if a.attempts > 0])
     start = r.started_at or r.created_at
-    end = r.finished_at or time.time()
     return models.Timeline(
         run_id=r.id,
         start=start,
-        end=max(end, start),
+        end=None if r.finished_at is None else max(r.finished_at, start),
         items=[
             s.timeline_item(a, [s.attempt(t, extra) for t, extra in spans.get(a.id, [])])
             for a in items
