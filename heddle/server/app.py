@@ -27,10 +27,11 @@ from heddle._errors import (
 from heddle._sdk.config import Session, get_session
 from heddle.server.api import actions, models, runs
 from heddle.server.auth import SAFE_METHODS, Auth, is_loopback
+from heddle.server.conditional import Bodies
 from heddle.server.guards import HostPolicy, RequestGuard
 from heddle.server.queries import Queries
 from heddle.server.recovery import Recoveries
-from heddle.server.state import ServerState, get_state
+from heddle.server.state import ServerState, get_state, state_of
 
 _UI = Path(__file__).parent / "ui"
 log = logging.getLogger("heddle.server")
@@ -65,14 +66,17 @@ def create_app(
         queries=Queries(session.store),
         auth=auth,
         recoveries=Recoveries(session.settings),
+        bodies=Bodies(),
     )
     _add_error_handlers(app)
     app.add_middleware(RequestGuard, hosts=HostPolicy.for_server(host, allowed_hosts))
 
-    def require_token(request: Request) -> None:
+    # The dependencies are async (they do no I/O): a sync one would cost a hop to the
+    # thread pool on every request.
+    async def require_token(request: Request) -> None:
         auth.check_read(request)
 
-    def refuse_cross_site_mutations(request: Request) -> None:
+    async def refuse_cross_site_mutations(request: Request) -> None:
         # On every route of the API, so a new mutating route cannot skip the check.
         if request.method not in SAFE_METHODS:
             auth.check_write(request)
@@ -80,7 +84,7 @@ def create_app(
     api = APIRouter(prefix="/api/v1", dependencies=[Depends(refuse_cross_site_mutations)])
 
     @api.get("/health", response_model=models.Health, tags=["health"])
-    def health(st: Annotated[ServerState, Depends(get_state)]) -> models.Health:
+    async def health(st: Annotated[ServerState, Depends(get_state)]) -> models.Health:
         """Liveness, and what a client needs before its first call (open to all)."""
         return models.Health(
             version=heddle.__version__,
@@ -103,7 +107,7 @@ def _add_ui(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=str(_UI / "static")), name="static")
 
     def page(request: Request, name: str, **context: Any) -> HTMLResponse:
-        csrf = get_state(request).auth.csrf_token
+        csrf = state_of(request).auth.csrf_token
         return templates.TemplateResponse(
             request,
             name,

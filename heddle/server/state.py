@@ -15,6 +15,7 @@ from heddle._store import FINAL_STATES, ActionRecord, AttemptRecord, RunRecord
 from heddle.server import values
 from heddle.server.api import models
 from heddle.server.auth import Auth
+from heddle.server.conditional import Bodies
 from heddle.server.queries import Queries, StatusCounts
 from heddle.server.recovery import Recoveries, Recovery
 
@@ -28,6 +29,7 @@ class ServerState:
     queries: Queries
     auth: Auth
     recoveries: Recoveries
+    bodies: Bodies
 
     def blob_link(self, key: str, name: str | None) -> str:
         url = f"/api/v1/blobs/{quote(key)}?{self.auth.sign('blob:' + key)}"
@@ -45,9 +47,15 @@ class ServerState:
         return [models.Value(name=v["name"], value=v["value"]) for v in views]
 
 
-def get_state(request: Request) -> ServerState:
+def state_of(request: Request) -> ServerState:
     state: ServerState = request.app.state.heddle
     return state
+
+
+async def get_state(request: Request) -> ServerState:
+    """The dependency: async, since it does no I/O and a sync dependency costs a hop
+    to the thread pool on every request."""
+    return state_of(request)
 
 
 def duration(start: float | None, end: float | None) -> float | None:

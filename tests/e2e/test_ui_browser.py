@@ -308,3 +308,31 @@ def test_timeline_draws_each_attempts_queued_part_before_its_running_part(
     )
     assert colours[0] != colours[1]
     shot(page, "timeline-queued", full_page=False)
+
+
+def test_polling_a_live_run_is_answered_from_etags(server: LiveServer, page: Any) -> None:
+    from server_runs import insert_timed_run
+
+    insert_timed_run(get_session().store, live=True)
+    statuses: list[tuple[str, int]] = []
+    page.on(
+        "response",
+        lambda r: (
+            statuses.append((r.url.split("/api/v1")[-1].split("?")[0], r.status))
+            if "/api/v1/" in r.url
+            else None
+        ),
+    )
+    expect = sync_api.expect
+    page.goto(f"{server.url}/runs/rtimed")
+    expect(page.locator("#run-status")).to_have_text("running")
+    deadline = time.time() + 15
+    while time.time() < deadline and not {
+        ("/runs/rtimed", 304),
+        ("/runs/rtimed/tree", 304),
+    } <= set(statuses):
+        page.wait_for_timeout(250)
+    assert ("/runs/rtimed", 304) in statuses, statuses
+    assert ("/runs/rtimed/tree", 304) in statuses, statuses
+    # An unchanged answer renders as before.
+    expect(page.locator("#tree [data-kind=action]")).to_have_count(5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from heddle._runtime.driver import owner_alive
 from heddle._sdk import run as sdk_run
@@ -29,18 +29,19 @@ def find_action(st: ServerState, run_id: str, action_id: str) -> ActionRecord:
 @router.get("", response_model=models.RunPage, summary="List runs, newest first")
 def list_runs(
     st: State,
+    request: Request,
     status: Annotated[RunStatus | None, Query(description="exact status, e.g. failed")] = None,
     task: Annotated[str | None, Query(description="part of the root task's name")] = None,
     name: Annotated[str | None, Query(description="part of the run's name")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Offset = 0,
-) -> models.RunPage:
+) -> Response:
     records = st.session.store.list_runs(
         limit=limit, offset=offset, status=status, task=task, name=name
     )
     total = st.queries.count_runs(status=status, task=task, name=name)
-    counts = st.queries.run_counts([r.id for r in records])
-    return models.RunPage(
+    counts = st.queries.run_counts(records)
+    page = models.RunPage(
         runs=[
             s.run_summary(r, counts.get(r.id), s.liveness(r, st.recoveries.get(r.id)))
             for r in records
@@ -49,22 +50,29 @@ def list_runs(
         limit=limit,
         offset=offset,
     )
+    return st.bodies.respond_with(request, page)
 
 
 @router.get("/{run_id}", response_model=models.Run, summary="One run (id or unique prefix)")
-def get_run(st: State, run_id: str) -> models.Run:
+def get_run(st: State, run_id: str, request: Request) -> Response:
     r = st.session.store.get_run(run_id)
     live = s.liveness(r, st.recoveries.get(r.id))
-    summary = s.run_summary(r, st.queries.shape(r.id).totals, live)
-    root = st.queries.find_action(r.id, r.root_action_id)
-    names = parameter_names(r.program, r.root_task, "task")
-    return models.Run(
-        **summary.model_dump(),
-        owner=r.owner,
-        heartbeat_at=r.heartbeat_at,
-        inputs=[v.model_dump() for v in st.inputs(r.inputs, names)],
-        output=st.value(r.output if r.output is not None else (root.output if root else None)),
-    )
+    shape = st.queries.shape(r)
+
+    def build() -> models.Run:
+        summary = s.run_summary(r, shape.totals, live)
+        root = st.queries.find_action(r.id, r.root_action_id)
+        names = parameter_names(r.program, r.root_task, "task")
+        output = r.output if r.output is not None else (root.output if root else None)
+        return models.Run(
+            **summary.model_dump(),
+            owner=r.owner,
+            heartbeat_at=r.heartbeat_at,
+            inputs=[v.model_dump() for v in st.inputs(r.inputs, names)],
+            output=st.value(output),
+        )
+
+    return st.bodies.respond(request, ("run", r, shape.fingerprint, live), build)
 
 
 @router.post("/{run_id}/abort", response_model=models.RunControl, summary="Ask a run to stop")
@@ -109,55 +117,70 @@ def recover_run(st: State, run_id: str) -> models.RunControl:
 def tree(
     st: State,
     run_id: str,
+    request: Request,
     parent: Annotated[
         str | None, Query(description="action id; the root action if omitted")
     ] = None,
     group: Annotated[str | None, Query(description="a group under the parent, e.g. eval/a")] = None,
     offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-) -> models.TreePage:
+) -> Response:
     r = st.session.store.get_run(run_id)
-    p = find_action(st, r.id, parent or r.root_action_id)
-    page = st.queries.children(r.id, p.id, group or None, offset, limit)
-    return models.TreePage(
-        run_id=r.id,
-        parent=s.action_summary(p, page.child_counts.get(p.id)),
-        group=group or None,
-        groups=[
-            models.Group(name=g.name, label=g.name.rsplit("/", 1)[-1], counts=s.counts(g.counts))
-            for g in page.groups
-        ],
-        actions=[s.action_summary(a, page.child_counts.get(a.id)) for a in page.actions],
-        total=page.total,
-        offset=offset,
-        limit=limit,
-    )
+    shape = st.queries.shape(r)
+
+    def build() -> models.TreePage:
+        p = find_action(st, r.id, parent or r.root_action_id)
+        page = st.queries.children(r.id, p.id, group or None, offset, limit, shape)
+        return models.TreePage(
+            run_id=r.id,
+            parent=s.action_summary(p, page.child_counts.get(p.id)),
+            group=group or None,
+            groups=[
+                models.Group(
+                    name=g.name, label=g.name.rsplit("/", 1)[-1], counts=s.counts(g.counts)
+                )
+                for g in page.groups
+            ],
+            actions=[s.action_summary(a, page.child_counts.get(a.id)) for a in page.actions],
+            total=page.total,
+            offset=offset,
+            limit=limit,
+        )
+
+    version = (r.id, r.status, r.finished_at, shape.fingerprint)
+    return st.bodies.respond(request, ("tree", version, parent, group, offset, limit), build)
 
 
 @router.get("/{run_id}/timeline", response_model=models.Timeline, summary="Actions in start order")
 def timeline(
     st: State,
     run_id: str,
+    request: Request,
     parent: Annotated[str | None, Query(description="only the children of this action")] = None,
     offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 200,
-) -> models.Timeline:
+) -> Response:
     r = st.session.store.get_run(run_id)
-    if parent is not None:
-        parent = find_action(st, r.id, parent).id
-    items, total = st.queries.timeline(r.id, offset, limit, parent)
-    # Every attempt of the page: each is drawn as its queued part, then its running part.
-    spans = st.queries.attempts_of(r.id, [a.id for a in items if a.attempts > 0])
-    start = r.started_at or r.created_at
-    return models.Timeline(
-        run_id=r.id,
-        start=start,
-        end=None if r.finished_at is None else max(r.finished_at, start),
-        items=[
-            s.timeline_item(a, [s.attempt(t, extra) for t, extra in spans.get(a.id, [])])
-            for a in items
-        ],
-        total=total,
-        offset=offset,
-        limit=limit,
-    )
+    shape = st.queries.shape(r)
+
+    def build() -> models.Timeline:
+        under = None if parent is None else find_action(st, r.id, parent).id
+        items, total = st.queries.timeline(r.id, offset, limit, under)
+        # Every attempt of the page: each is drawn as its queued part, then its running part.
+        spans = st.queries.attempts_of(r.id, [a.id for a in items if a.attempts > 0])
+        start = r.started_at or r.created_at
+        return models.Timeline(
+            run_id=r.id,
+            start=start,
+            end=None if r.finished_at is None else max(r.finished_at, start),
+            items=[
+                s.timeline_item(a, [s.attempt(t, extra) for t, extra in spans.get(a.id, [])])
+                for a in items
+            ],
+            total=total,
+            offset=offset,
+            limit=limit,
+        )
+
+    version = (r.id, r.status, r.created_at, r.started_at, r.finished_at, shape.fingerprint)
+    return st.bodies.respond(request, ("timeline", version, parent, offset, limit), build)
