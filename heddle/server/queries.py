@@ -8,6 +8,7 @@ so a run with 100,000 actions is never loaded whole.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -23,6 +24,8 @@ from heddle._errors import StoreError
 from heddle._store import FINAL_STATES, ActionRecord, AttemptRecord, RunRecord, Store
 from heddle._store.schema import actions, attempts, runs
 from heddle._store.store import action_from_row, attempt_from_row, filter_runs
+
+log = logging.getLogger("heddle.server")
 
 # The columns every attempt has; anything else on the table (resource use added
 # later by the executors) is reported as it is.
@@ -43,6 +46,8 @@ BASE_ATTEMPT_COLUMNS = frozenset(
 )
 
 LIVE_SHAPE_SECONDS = 1.0
+# A live run's shape older than this is never served: the request scans again.
+STALE_SHAPE_SECONDS = 5.0
 MAX_SHAPES = 16
 # Totals of finished runs never change: the runs list keeps many.
 MAX_FINISHED_TOTALS = 4096
@@ -210,9 +215,11 @@ class Queries:
     def shape(self, run: str | RunRecord) -> RunShape:
         """The run's counts per parent and group (one GROUP BY over the run).
 
-        Kept while the run is finished and unchanged, and for a second while it is
-        live, so every request about the run in that second shares one scan. Given
-        the run's record (just read), its row is not read again.
+        Kept while the run is finished and unchanged. While it is live, a shape is
+        fresh for LIVE_SHAPE_SECONDS; after that, requests get it (for up to
+        STALE_SHAPE_SECONDS) while one background scan refreshes it, so no poll waits
+        for a scan of a run that is being watched. Given the run's record (just
+        read), its row is not read again.
         """
         if isinstance(run, RunRecord):
             run_id, fingerprint = run.id, (run.status, run.finished_at)
@@ -225,31 +232,69 @@ class Queries:
                     ).first()
                     or ()
                 )
-        hit = self._cached_shape(run_id, fingerprint)
+        hit, fresh = self._cached_shape(run_id, fingerprint)
         if hit is not None:
+            if not fresh:
+                self._refresh_in_background(run_id, fingerprint)
             return hit
         with self._scanning[hash(run_id) % _STRIPES]:
-            hit = self._cached_shape(run_id, fingerprint)
-            if hit is not None:
+            hit, fresh = self._cached_shape(run_id, fingerprint)
+            if hit is not None and fresh:
                 return hit
-            now = time.monotonic()
-            shape = self._scan_shape(run_id)
-            with self._lock:
-                if len(self._shapes) >= MAX_SHAPES and run_id not in self._shapes:
-                    self._shapes.pop(next(iter(self._shapes)))
-                self._shapes[run_id] = (now, fingerprint, shape)
-            return shape
+            return self._scan_and_keep(run_id, fingerprint)
 
-    def _cached_shape(self, run_id: str, fingerprint: tuple[Any, ...]) -> RunShape | None:
+    def kept_shape(self, run: RunRecord) -> RunShape | None:
+        """The kept shape of ``run`` if it may be served, without any I/O (a stale one
+        starts a background scan); None when only a scan can answer."""
+        fingerprint = (run.status, run.finished_at)
+        hit, fresh = self._cached_shape(run.id, fingerprint)
+        if hit is not None and not fresh:
+            self._refresh_in_background(run.id, fingerprint)
+        return hit
+
+    def _scan_and_keep(self, run_id: str, fingerprint: tuple[Any, ...]) -> RunShape:
+        made = time.monotonic()
+        shape = self._scan_shape(run_id)
+        with self._lock:
+            if len(self._shapes) >= MAX_SHAPES and run_id not in self._shapes:
+                self._shapes.pop(next(iter(self._shapes)))
+            self._shapes[run_id] = (made, fingerprint, shape)
+        return shape
+
+    def _cached_shape(
+        self, run_id: str, fingerprint: tuple[Any, ...]
+    ) -> tuple[RunShape | None, bool]:
+        """The kept shape if it may be served, and whether it is fresh."""
         with self._lock:
             hit = self._shapes.get(run_id)
         if hit is None:
-            return None
+            return None, False
         made, seen, shape = hit
-        final = bool(seen) and seen[0] in FINAL_STATES
-        if seen == fingerprint and (final or time.monotonic() - made < LIVE_SHAPE_SECONDS):
-            return shape
-        return None
+        if seen != fingerprint:
+            return None, False
+        if seen and seen[0] in FINAL_STATES:
+            return shape, True
+        age = time.monotonic() - made
+        if age < LIVE_SHAPE_SECONDS:
+            return shape, True
+        return (shape, False) if age < STALE_SHAPE_SECONDS else (None, False)
+
+    def _refresh_in_background(self, run_id: str, fingerprint: tuple[Any, ...]) -> None:
+        lock = self._scanning[hash(run_id) % _STRIPES]
+        if not lock.acquire(blocking=False):
+            return  # a scan of this run (or one sharing its lock) is under way
+
+        def refresh() -> None:
+            try:
+                _, fresh = self._cached_shape(run_id, fingerprint)
+                if not fresh:
+                    self._scan_and_keep(run_id, fingerprint)
+            except Exception:  # the next request scans again and reports the error
+                log.warning("cannot refresh the counts of run %s", run_id, exc_info=True)
+            finally:
+                lock.release()
+
+        threading.Thread(target=refresh, name="heddle-shape", daemon=True).start()
 
     def _scan_shape(self, run_id: str) -> RunShape:
         is_task = actions.c.kind == "task"

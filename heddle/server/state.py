@@ -3,10 +3,13 @@ queries, its auth, and helpers that turn records into API bodies."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 from urllib.parse import quote
 
+import anyio
+import anyio.to_thread
 from fastapi import Request
 
 from heddle._runtime.driver import owner_alive
@@ -21,6 +24,11 @@ from heddle.server.recovery import Recoveries, Recovery
 
 ORPHANED = "orphaned"
 RECOVERING = "recovering"
+# Threads for the blocking work of the polled endpoints (run, tree, timeline). More
+# would only contend for the GIL and the store's few pooled connections; the other
+# endpoints (downloads, abort) keep the default pool, so they never starve polls.
+POLL_THREADS = 4
+T = TypeVar("T")
 
 
 @dataclass
@@ -30,6 +38,13 @@ class ServerState:
     auth: Auth
     recoveries: Recoveries
     bodies: Bodies
+    _poll_limiter: anyio.CapacityLimiter | None = field(default=None, init=False, repr=False)
+
+    async def in_poll_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on one of the polled endpoints' threads."""
+        if self._poll_limiter is None:  # made in the event loop, on first use
+            self._poll_limiter = anyio.CapacityLimiter(POLL_THREADS)
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._poll_limiter)
 
     def blob_link(self, key: str, name: str | None) -> str:
         url = f"/api/v1/blobs/{quote(key)}?{self.auth.sign('blob:' + key)}"
@@ -79,10 +94,12 @@ class Liveness:
 
 
 def liveness(r: RunRecord, recovery: Recovery | None) -> Liveness:
+    # A recovery this server started and whose process has not claimed the run yet.
+    taking_over = recovery is not None and recovery.running and not _claimed_by(r, recovery)
     if r.status in FINAL_STATES:
-        return Liveness(None, r.status, recovery)
+        return Liveness(None, RECOVERING if taking_over else r.status, recovery)
     alive = owner_alive(r.owner, r.heartbeat_at)
-    if recovery is not None and recovery.running and not _claimed_by(r, recovery):
+    if taking_over:
         return Liveness(alive, RECOVERING, recovery)
     return Liveness(alive, r.status if alive else ORPHANED, recovery)
 

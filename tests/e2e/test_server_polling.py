@@ -84,6 +84,7 @@ def test_a_change_to_the_run_changes_the_answer_and_its_etag(
     client: httpx.Client, path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(queries, "LIVE_SHAPE_SECONDS", 0.0)
+    monkeypatch.setattr(queries, "STALE_SHAPE_SECONDS", 0.0)
     insert_timed_run(get_session().store, live=True)
     before = client.get(path)
     _start_waiting_action()
@@ -143,3 +144,34 @@ def test_clients_asking_at_once_about_a_changed_run_share_one_scan(
         t.join(60)
     assert len(bodies) == 12 and len(set(bodies)) == 1
     assert scans == [run_id]
+
+
+def test_a_watched_live_run_is_rescanned_in_the_background_not_while_a_poll_waits(
+    client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    insert_timed_run(get_session().store, live=True)
+    monkeypatch.setattr(queries, "LIVE_SHAPE_SECONDS", 0.2)
+    scans: list[float] = []
+    real = queries.Queries._scan_shape
+
+    def slow(self: queries.Queries, rid: str) -> queries.RunShape:
+        scans.append(time.monotonic())
+        time.sleep(1.0)
+        return real(self, rid)
+
+    monkeypatch.setattr(queries.Queries, "_scan_shape", slow)
+    first = client.get("/runs/rtimed/tree")  # nothing kept yet: this one scans
+    assert len(scans) == 1
+    time.sleep(0.3)
+    _start_waiting_action()
+    started = time.monotonic()
+    kept = client.get("/runs/rtimed/tree", headers={"If-None-Match": first.headers["etag"]})
+    assert time.monotonic() - started < 0.8  # answered from the kept counts
+    assert kept.status_code == 304
+    monkeypatch.setattr(queries, "LIVE_SHAPE_SECONDS", 30.0)  # what it scans stays fresh
+    deadline = time.monotonic() + 10
+    while (res := client.get("/runs/rtimed/tree")).headers["etag"] == first.headers["etag"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert len(scans) == 2  # one background scan, however many polls came meanwhile
+    assert res.json()["actions"][2]["status"] == "running"

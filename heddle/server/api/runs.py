@@ -8,10 +8,11 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from heddle._runtime.driver import owner_alive
 from heddle._sdk import run as sdk_run
-from heddle._store import FINAL_STATES, SUCCEEDED, ActionRecord
+from heddle._store import FINAL_STATES, SUCCEEDED, ActionRecord, RunRecord
 from heddle.server import state as s
 from heddle.server.api import models
 from heddle.server.api.params import MAX_PAGE, Offset, RunStatus
+from heddle.server.queries import RunShape
 from heddle.server.state import ServerState, get_state
 from heddle.server.values import parameter_names
 
@@ -50,14 +51,25 @@ def list_runs(
         limit=limit,
         offset=offset,
     )
-    return st.bodies.respond_with(request, page)
+    return st.bodies.answer_with(request, page)
+
+
+# The polled endpoints (run, tree, timeline) are async: an unchanged answer needs
+# one read of the run's row (on the polls' own threads) and no other I/O.
+
+
+async def _run_and_shape(st: ServerState, run_id: str) -> tuple[RunRecord, RunShape]:
+    r = await st.in_poll_thread(st.session.store.get_run, run_id)
+    shape = st.queries.kept_shape(r)
+    if shape is None:
+        shape = await st.in_poll_thread(st.queries.shape, r)
+    return r, shape
 
 
 @router.get("/{run_id}", response_model=models.Run, summary="One run (id or unique prefix)")
-def get_run(st: State, run_id: str, request: Request) -> Response:
-    r = st.session.store.get_run(run_id)
+async def get_run(st: State, run_id: str, request: Request) -> Response:
+    r, shape = await _run_and_shape(st, run_id)
     live = s.liveness(r, st.recoveries.get(r.id))
-    shape = st.queries.shape(r)
 
     def build() -> models.Run:
         summary = s.run_summary(r, shape.totals, live)
@@ -72,7 +84,9 @@ def get_run(st: State, run_id: str, request: Request) -> Response:
             output=st.value(output),
         )
 
-    return st.bodies.respond(request, ("run", r, shape.fingerprint, live), build)
+    return await st.bodies.answer(
+        request, ("run", r, shape.fingerprint, live), build, st.in_poll_thread
+    )
 
 
 @router.post("/{run_id}/abort", response_model=models.RunControl, summary="Ask a run to stop")
@@ -114,7 +128,7 @@ def recover_run(st: State, run_id: str) -> models.RunControl:
 @router.get(
     "/{run_id}/tree", response_model=models.TreePage, summary="One level of the action tree"
 )
-def tree(
+async def tree(
     st: State,
     run_id: str,
     request: Request,
@@ -125,8 +139,7 @@ def tree(
     offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> Response:
-    r = st.session.store.get_run(run_id)
-    shape = st.queries.shape(r)
+    r, shape = await _run_and_shape(st, run_id)
 
     def build() -> models.TreePage:
         p = find_action(st, r.id, parent or r.root_action_id)
@@ -148,11 +161,13 @@ def tree(
         )
 
     version = (r.id, r.status, r.finished_at, shape.fingerprint)
-    return st.bodies.respond(request, ("tree", version, parent, group, offset, limit), build)
+    return await st.bodies.answer(
+        request, ("tree", version, parent, group, offset, limit), build, st.in_poll_thread
+    )
 
 
 @router.get("/{run_id}/timeline", response_model=models.Timeline, summary="Actions in start order")
-def timeline(
+async def timeline(
     st: State,
     run_id: str,
     request: Request,
@@ -160,8 +175,7 @@ def timeline(
     offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 200,
 ) -> Response:
-    r = st.session.store.get_run(run_id)
-    shape = st.queries.shape(r)
+    r, shape = await _run_and_shape(st, run_id)
 
     def build() -> models.Timeline:
         under = None if parent is None else find_action(st, r.id, parent).id
@@ -183,4 +197,6 @@ def timeline(
         )
 
     version = (r.id, r.status, r.created_at, r.started_at, r.finished_at, shape.fingerprint)
-    return st.bodies.respond(request, ("timeline", version, parent, offset, limit), build)
+    return await st.bodies.answer(
+        request, ("timeline", version, parent, offset, limit), build, st.in_poll_thread
+    )

@@ -39,7 +39,7 @@ function renderHead() {
     fact("executor", run.executor),
   );
   clear(document.getElementById("run-error"), errorBox(run.error, "Run failed"));
-  const recovering = run.display_status === "recovering" || Boolean(run.recovery && run.recovery.running && !FINAL.has(run.status));
+  const recovering = run.display_status === "recovering";
   document.getElementById("abort").hidden = FINAL.has(run.status) || recovering;
   document.getElementById("recover").hidden = recovering || !(run.status === "failed" || run.status === "aborted" || run.display_status === "orphaned");
   renderRecovery();
