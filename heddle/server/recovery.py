@@ -58,7 +58,17 @@ class Recoveries:
             return self._latest.get(run_id)
 
     def start(self, run: RunRecord) -> Recovery:
-        """Start `heddle recover` for ``run`` in a new process; returns at once."""
+        """Start `heddle recover` for ``run`` in a new process; returns at once.
+
+        Refused while an earlier recovery of the run by this server still runs.
+        """
+        with self._lock:
+            return self._start(run)
+
+    def _start(self, run: RunRecord) -> Recovery:
+        earlier = self._latest.get(run.id)
+        if earlier is not None and earlier.running:
+            raise RecoveryError(f"run {run.id} is already being recovered by process {earlier.pid}")
         # The child's stderr, read when it exits; the reaper thread closes it.
         log = tempfile.TemporaryFile()  # noqa: SIM115
         try:
@@ -78,11 +88,10 @@ class Recoveries:
             log.close()
             raise
         started = Recovery(run_id=run.id, pid=proc.pid, started_at=time.time())
-        with self._lock:
-            self._latest[run.id] = started
-            self._latest.move_to_end(run.id)
-            while len(self._latest) > MAX_REMEMBERED:
-                self._latest.popitem(last=False)
+        self._latest[run.id] = started
+        self._latest.move_to_end(run.id)
+        while len(self._latest) > MAX_REMEMBERED:
+            self._latest.popitem(last=False)
         threading.Thread(
             target=self._reap, args=(started, proc, log), name="heddle-recovery", daemon=True
         ).start()

@@ -202,6 +202,15 @@ def test_recover_runs_the_program_in_a_child_process_and_answers_at_once(
     assert answered < 2.0
     child_pid = int(res.json()["message"].rsplit(" ", 1)[1])
     assert child_pid != os.getpid()
+    again = httpx.post(
+        f"{server.url}/api/v1/runs/{run.id}/recover",
+        headers={"Origin": server.url, "X-Heddle-CSRF": _csrf(server)},
+    )
+    assert again.status_code == 409, again.text
+    detail = again.json()["detail"]
+    assert f"already being recovered by process {child_pid}" in detail or (
+        "still being driven" in detail or "already succeeded" in detail
+    )
     # While the child starts, the API says this server is recovering the run.
     body = httpx.get(f"{server.url}/api/v1/runs/{run.id}").json()
     assert body["recovery"]["pid"] == child_pid

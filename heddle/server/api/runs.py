@@ -110,16 +110,13 @@ def recover_run(st: State, run_id: str) -> models.RunControl:
     # refusals are answered here; the child makes them again before it claims the run.
     if r.status == SUCCEEDED:
         raise HTTPException(409, f"run {r.id} already succeeded; nothing to recover")
-    running = st.recoveries.get(r.id)
-    if running is not None and running.running:
-        raise HTTPException(409, f"run {r.id} is already being recovered by process {running.pid}")
     if r.status not in FINAL_STATES and owner_alive(r.owner, r.heartbeat_at):
         raise HTTPException(
             409,
             f"run {r.id} is still being driven by {r.owner}: abort it first, "
             "or wait for its lease to expire",
         )
-    started = st.recoveries.start(r)
+    started = st.recoveries.start(r)  # RecoveryError (409) if one is under way
     return models.RunControl(
         id=r.id, status=r.status, message=f"recovering in process {started.pid}"
     )
