@@ -156,7 +156,7 @@ def test_a_watched_live_run_is_rescanned_in_the_background_not_while_a_poll_wait
 
     def slow(self: queries.Queries, rid: str) -> queries.RunShape:
         scans.append(time.monotonic())
-        time.sleep(1.0)
+        time.sleep(2.0)
         return real(self, rid)
 
     monkeypatch.setattr(queries.Queries, "_scan_shape", slow)
@@ -166,7 +166,7 @@ def test_a_watched_live_run_is_rescanned_in_the_background_not_while_a_poll_wait
     _start_waiting_action()
     started = time.monotonic()
     kept = client.get("/runs/rtimed/tree", headers={"If-None-Match": first.headers["etag"]})
-    assert time.monotonic() - started < 0.8  # answered from the kept counts
+    assert time.monotonic() - started < 1.5  # answered from the kept counts, not the scan
     assert kept.status_code == 304
     monkeypatch.setattr(queries, "LIVE_SHAPE_SECONDS", 30.0)  # what it scans stays fresh
     deadline = time.monotonic() + 10
