@@ -7,6 +7,7 @@ small hand-written scripts, so the token guards all data and no build step exist
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +15,6 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 import heddle
 from heddle._errors import (
@@ -27,30 +27,31 @@ from heddle._errors import (
 from heddle._sdk.config import Session, current_settings, get_reader
 from heddle._store import store_backend
 from heddle.server.api import actions, models, runs
-from heddle.server.auth import Auth, is_loopback
-from heddle.server.state import ServerState, get_state
+from heddle.server.auth import SAFE_METHODS, Auth, is_loopback
+from heddle.server.conditional import Bodies
+from heddle.server.guards import HostPolicy, RequestGuard
+from heddle.server.recovery import Recoveries
+from heddle.server.state import ServerState, get_state, state_of
 
 _UI = Path(__file__).parent / "ui"
 log = logging.getLogger("heddle.server")
 
-# The UI loads only its own scripts and styles; reports live in sandboxed frames.
-UI_CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; frame-src 'self'; connect-src 'self'; object-src 'none'; "
-    "base-uri 'none'; frame-ancestors 'none'"
-)
-
 
 def create_app(
-    session: Session | None = None, token: str | None = None, *, host: str = "127.0.0.1"
+    session: Session | None = None,
+    token: str | None = None,
+    *,
+    host: str = "127.0.0.1",
+    allowed_hosts: Iterable[str] = (),
 ) -> FastAPI:
     """The server app over ``session`` (by default the process's current session, or a
     read-only one on the existing store, opened on the first request that needs it).
 
     ``token`` guards every API call; ``host`` is where the server listens, which
-    decides whether abort and recover may be called without a token (loopback only).
-    Abort and recover act through the process's writable session (opened on first use
-    from the same settings), so pass that one or none.
+    decides whether abort and recover may be called without a token (loopback only)
+    and, with ``allowed_hosts``, which names the Host header may carry. Abort acts
+    through the process's writable session (opened on first use from the same
+    settings), so pass that one or none; recover runs in a child process.
     """
     auth = Auth(token=token or None, loopback=is_loopback(host))
     app = FastAPI(
@@ -63,20 +64,32 @@ def create_app(
     )
     if session is not None:
         given = session
-        state = ServerState(lambda: given, auth, given.store.dialect)
+        state = ServerState(
+            lambda: given, auth, given.store.dialect, Recoveries(given.settings), Bodies()
+        )
     else:
-        state = ServerState(get_reader, auth, store_backend(current_settings().db_url))
+        settings = current_settings()
+        state = ServerState(
+            get_reader, auth, store_backend(settings.db_url), Recoveries(settings), Bodies()
+        )
     app.state.heddle = state
     _add_error_handlers(app)
-    app.add_middleware(_SecurityHeaders)
+    app.add_middleware(RequestGuard, hosts=HostPolicy.for_server(host, allowed_hosts))
 
-    def require_token(request: Request) -> None:
+    # The dependencies are async (they do no I/O): a sync one would cost a hop to the
+    # thread pool on every request.
+    async def require_token(request: Request) -> None:
         auth.check_read(request)
 
-    api = APIRouter(prefix="/api/v1")
+    async def refuse_cross_site_mutations(request: Request) -> None:
+        # On every route of the API, so a new mutating route cannot skip the check.
+        if request.method not in SAFE_METHODS:
+            auth.check_write(request)
+
+    api = APIRouter(prefix="/api/v1", dependencies=[Depends(refuse_cross_site_mutations)])
 
     @api.get("/health", response_model=models.Health, tags=["health"])
-    def health(st: Annotated[ServerState, Depends(get_state)]) -> models.Health:
+    async def health(st: Annotated[ServerState, Depends(get_state)]) -> models.Health:
         """Liveness, and what a client needs before its first call (open to all)."""
         return models.Health(
             version=heddle.__version__,
@@ -99,7 +112,13 @@ def _add_ui(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=str(_UI / "static")), name="static")
 
     def page(request: Request, name: str, **context: Any) -> HTMLResponse:
-        return templates.TemplateResponse(request, name, {"version": heddle.__version__, **context})
+        csrf = state_of(request).auth.csrf_token
+        return templates.TemplateResponse(
+            request,
+            name,
+            {"version": heddle.__version__, "csrf": csrf, **context},
+            headers={"Cache-Control": "no-store"},
+        )
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def runs_page(request: Request) -> HTMLResponse:
@@ -124,16 +143,6 @@ def _add_ui(app: FastAPI) -> None:
             run_id=run_id,
             action_id=action_id,
         )
-
-
-class _SecurityHeaders(BaseHTTPMiddleware):
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        if response.headers.get("content-type", "").startswith("text/html"):
-            response.headers.setdefault("Content-Security-Policy", UI_CSP)
-        return response
 
 
 def _error(status: int, message: str) -> JSONResponse:

@@ -2,7 +2,11 @@
 browser loads without headers (report iframes, downloads).
 
 Mutating calls (abort, recover) also need the token whenever the server listens
-beyond loopback, so an open port on a network never lets strangers stop runs.
+beyond loopback, so an open port on a network never lets strangers stop runs. On a
+loopback server without a token, a mutation must come from the UI's own page: a
+same-origin request carrying the CSRF token the page was served with. A web page
+elsewhere can neither read that token nor send the header without a CORS preflight
+(which this server never grants).
 """
 
 from __future__ import annotations
@@ -13,10 +17,13 @@ import ipaddress
 import secrets
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
 
 LINK_SECONDS = 3600.0
+CSRF_HEADER = "X-Heddle-CSRF"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def is_loopback(host: str) -> bool:
@@ -57,9 +64,11 @@ class Auth:
         )
 
     def check_write(self, request: Request) -> None:
-        if self.token is None:
-            if self.loopback:
-                return
+        if self.token is not None:
+            # A bearer token is proof enough: a cross-origin page cannot send one.
+            self.check_read(request)
+            return
+        if not self.loopback:
             raise HTTPException(
                 status_code=403,
                 detail=(
@@ -67,7 +76,37 @@ class Auth:
                     "loopback: restart it with HEDDLE_API_TOKEN set"
                 ),
             )
-        self.check_read(request)
+        self._check_same_origin(request)
+        given = request.headers.get(CSRF_HEADER, "")
+        if not (given and hmac.compare_digest(given.encode(), self.csrf_token.encode())):
+            raise HTTPException(
+                status_code=403,
+                detail=(
+                    f"missing or wrong {CSRF_HEADER} header: abort and recover from the web "
+                    "UI (reload the page if the server restarted), with `heddle abort` / "
+                    "`heddle recover`, or start the server with HEDDLE_API_TOKEN and send "
+                    "a bearer token"
+                ),
+            )
+
+    def _check_same_origin(self, request: Request) -> None:
+        """Refuse what a browser says came from another site (Origin, Referer, Sec-Fetch-Site)."""
+        site = request.headers.get("sec-fetch-site")
+        if site is not None and site not in ("same-origin", "none"):
+            raise _cross_origin(f"Sec-Fetch-Site: {site}")
+        origin = request.headers.get("origin")
+        source = origin if origin is not None else request.headers.get("referer")
+        if source is None:
+            return
+        parts = urlsplit(source)
+        host = request.headers.get("host", "")
+        if origin == "null" or parts.netloc.lower() != host.lower():
+            raise _cross_origin(source[:100])
+
+    @property
+    def csrf_token(self) -> str:
+        """The token the UI's pages carry and send back on mutations (per server process)."""
+        return hmac.new(self._secret, b"csrf", hashlib.sha256).hexdigest()
 
     # -- signed links ------------------------------------------------------------------
 
@@ -91,3 +130,11 @@ class Auth:
             if exp >= time.time() and hmac.compare_digest(sig, self._mac(subject, exp)):
                 return
         self.check_read(request)
+
+
+def _cross_origin(source: str) -> HTTPException:
+    return HTTPException(
+        status_code=403,
+        detail=f"cross-origin request refused ({source}): abort and recover only from this "
+        "server's own pages",
+    )

@@ -5,19 +5,32 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 from urllib.parse import quote
 
+import anyio
+import anyio.to_thread
 from fastapi import Request
 
+from heddle._runtime.driver import owner_alive
 from heddle._sdk.config import Session
 from heddle._store import FINAL_STATES, ActionRecord, AttemptRecord, RunRecord
 from heddle.server import values
 from heddle.server.api import models
 from heddle.server.auth import Auth
+from heddle.server.conditional import Bodies
 from heddle.server.queries import Queries, StatusCounts
+from heddle.server.recovery import Recoveries, Recovery
+
+ORPHANED = "orphaned"
+RECOVERING = "recovering"
+# Threads for the blocking work of the polled endpoints (run, tree, timeline). More
+# would only contend for the GIL and the store's few pooled connections; the other
+# endpoints (downloads, abort) keep the default pool, so they never starve polls.
+POLL_THREADS = 4
+T = TypeVar("T")
 
 
 class ServerState:
@@ -25,13 +38,23 @@ class ServerState:
     ran answers 503 ("no Heddle store at ...") until a run creates the store, and
     never creates it itself."""
 
-    def __init__(self, open_session: Callable[[], Session], auth: Auth, backend: str) -> None:
+    def __init__(
+        self,
+        open_session: Callable[[], Session],
+        auth: Auth,
+        backend: str,
+        recoveries: Recoveries,
+        bodies: Bodies,
+    ) -> None:
         self._open = open_session
         self.auth = auth
         self.backend = backend  # sqlite or postgresql, known before the store exists
+        self.recoveries = recoveries
+        self.bodies = bodies
         self._lock = threading.Lock()
         self._session: Session | None = None
         self._queries: Queries | None = None
+        self._poll_limiter: anyio.CapacityLimiter | None = None
 
     def _opened(self) -> tuple[Session, Queries]:
         with self._lock:
@@ -49,6 +72,12 @@ class ServerState:
     def queries(self) -> Queries:
         return self._opened()[1]
 
+    async def in_poll_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on one of the polled endpoints' threads."""
+        if self._poll_limiter is None:  # made in the event loop, on first use
+            self._poll_limiter = anyio.CapacityLimiter(POLL_THREADS)
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._poll_limiter)
+
     def blob_link(self, key: str, name: str | None) -> str:
         url = f"/api/v1/blobs/{quote(key)}?{self.auth.sign('blob:' + key)}"
         return url + (f"&name={quote(name)}" if name else "")
@@ -65,17 +94,52 @@ class ServerState:
         return [models.Value(name=v["name"], value=v["value"]) for v in views]
 
 
-def get_state(request: Request) -> ServerState:
+def state_of(request: Request) -> ServerState:
     state: ServerState = request.app.state.heddle
     return state
 
 
-def duration(start: float | None, end: float | None, live: bool) -> float | None:
-    if start is None:
+async def get_state(request: Request) -> ServerState:
+    """The dependency: async, since it does no I/O and a sync dependency costs a hop
+    to the thread pool on every request."""
+    return state_of(request)
+
+
+def duration(start: float | None, end: float | None) -> float | None:
+    """Seconds from start to end, once both are known.
+
+    Nothing here depends on the clock, so a body stays valid (and cacheable) until
+    the store changes; the UI counts a live run's time up itself.
+    """
+    if start is None or end is None:
         return None
-    if end is None:
-        return time.time() - start if live else None
     return max(0.0, end - start)
+
+
+@dataclass(frozen=True, slots=True)
+class Liveness:
+    """Whether a live run's driver still runs, and this server's recovery of it."""
+
+    driver_alive: bool | None
+    display_status: str
+    recovery: Recovery | None
+
+
+def liveness(r: RunRecord, recovery: Recovery | None) -> Liveness:
+    # A recovery this server started and whose process has not claimed the run yet.
+    taking_over = recovery is not None and recovery.running and not _claimed_by(r, recovery)
+    if r.status in FINAL_STATES:
+        return Liveness(None, RECOVERING if taking_over else r.status, recovery)
+    alive = owner_alive(r.owner, r.heartbeat_at)
+    if taking_over:
+        return Liveness(alive, RECOVERING, recovery)
+    return Liveness(alive, r.status if alive else ORPHANED, recovery)
+
+
+def _claimed_by(r: RunRecord, recovery: Recovery) -> bool:
+    # An owner is "host:pid:random" (heddle._runtime.driver.new_owner).
+    parts = (r.owner or "").split(":")
+    return len(parts) >= 2 and parts[1] == str(recovery.pid)
 
 
 def counts(c: StatusCounts | None) -> models.Counts:
@@ -95,23 +159,38 @@ def error_info(text: str | None) -> models.ErrorInfo | None:
     return None if v is None else models.ErrorInfo(**v)
 
 
-def run_summary(r: RunRecord, c: StatusCounts | None) -> models.RunSummary:
-    live = r.status not in FINAL_STATES
+def recovery_info(rec: Recovery | None) -> models.Recovery | None:
+    if rec is None:
+        return None
+    return models.Recovery(
+        pid=rec.pid,
+        started_at=rec.started_at,
+        running=rec.running,
+        exit_code=rec.exit_code,
+        finished_at=rec.finished_at,
+        message=rec.message,
+    )
+
+
+def run_summary(r: RunRecord, c: StatusCounts | None, live: Liveness) -> models.RunSummary:
     return models.RunSummary(
         id=r.id,
         name=r.name,
         root_task=r.root_task,
         root_action_id=r.root_action_id,
         status=r.status,
+        display_status=live.display_status,
+        driver_alive=live.driver_alive,
         executor=r.executor,
         created_at=r.created_at,
         started_at=r.started_at,
         finished_at=r.finished_at,
-        duration=duration(r.started_at or r.created_at, r.finished_at, live),
+        duration=duration(r.started_at or r.created_at, r.finished_at),
         abort_requested=r.abort_requested,
         actions=counts(c),
         failures=0 if c is None else c.by_status.get("failed", 0),
         error=error_info(r.error),
+        recovery=recovery_info(live.recovery),
     )
 
 
@@ -120,7 +199,6 @@ def action_summary(a: ActionRecord, children: StatusCounts | None = None) -> mod
 
 
 def _action_fields(a: ActionRecord, children: StatusCounts | None) -> dict[str, Any]:
-    live = a.status not in FINAL_STATES
     return {
         "id": a.id,
         "parent_id": a.parent_id,
@@ -135,7 +213,8 @@ def _action_fields(a: ActionRecord, children: StatusCounts | None) -> dict[str, 
         "queued_at": a.queued_at,
         "started_at": a.started_at,
         "finished_at": a.finished_at,
-        "duration": duration(a.started_at, a.finished_at, live),
+        "queue_duration": duration(a.queued_at, a.started_at),
+        "duration": duration(a.started_at, a.finished_at),
         "error": error_info(a.error),
         "children": None if children is None else counts(children),
     }
@@ -166,15 +245,16 @@ def _dependencies(deps: str | None) -> list[models.Dependency]:
 
 
 def attempt(t: AttemptRecord, resources: dict[str, Any]) -> models.Attempt:
-    live = t.status not in FINAL_STATES
     return models.Attempt(
         number=t.number,
         status=t.status,
         worker=t.worker,
         task_version=t.task_version,
+        queued_at=t.queued_at,
         started_at=t.started_at,
         finished_at=t.finished_at,
-        duration=duration(t.started_at, t.finished_at, live),
+        queue_duration=duration(t.queued_at, t.started_at),
+        duration=duration(t.started_at, t.finished_at),
         error=error_info(t.error),
         resources=resources,
     )

@@ -3,6 +3,7 @@ and scripts that want the UI next to a run they drive themselves."""
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -19,6 +20,17 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+_CSRF_META = re.compile(r'<meta name="heddle-csrf" content="([0-9a-f]+)">')
+
+
+def csrf_token_in(page: str) -> str:
+    """The CSRF token in the HTML of one of the UI's pages, as its scripts read it."""
+    found = _CSRF_META.search(page)
+    if found is None:
+        raise ValueError("no heddle-csrf meta tag in this page")
+    return found.group(1)
 
 
 class LiveServer:

@@ -243,3 +243,107 @@ def test_run_with_100k_actions_opens_fast(home: Path, page: Any) -> None:
         expect(rows).to_have_count(201)
         print(f"next 100 children in {time.perf_counter() - started:.2f}s")
     assert elapsed < 5.0  # the target is 2 s; leave room for a busy CI machine
+
+
+@env.task
+async def needs_marker(path: str) -> str:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} is not there yet")
+    return "found"
+
+
+def test_recover_button_recovers_a_failed_run_in_a_child_process(
+    server: LiveServer, page: Any, tmp_path: Path
+) -> None:
+    marker = tmp_path / "marker"
+    run = heddle.run(needs_marker, str(marker), name="needs a marker", executor="inline")
+    assert run.status == "failed"
+    expect = sync_api.expect
+    page.goto(f"{server.url}/runs/{run.id}")
+    expect(page.locator("#run-status")).to_contain_text("failed")
+    expect(page.locator("#abort")).to_be_hidden()
+    marker.write_text("here")
+    page.once("dialog", lambda d: d.accept())
+    page.click("#recover")
+    expect(page.locator("#run-notice")).to_contain_text("process")
+    expect(page.locator("#run-status")).to_contain_text("succeeded", timeout=30_000)
+    expect(page.locator("#run-output")).to_contain_text("found")
+    owner = get_session().store.get_run(run.id).owner or ""
+    assert int(owner.split(":")[1]) != os.getpid()
+    expect(page.locator("#recover")).to_be_hidden()
+
+
+def test_a_run_whose_driver_is_gone_shows_driver_gone_and_recover(
+    server: LiveServer, page: Any
+) -> None:
+    from server_runs import dead_owner, insert_timed_run
+
+    store = get_session().store
+    insert_timed_run(store, live=True)
+    store.update_run("rtimed", owner=dead_owner())
+    expect = sync_api.expect
+    page.goto(server.url + "/")
+    expect(page.locator("tr[data-run='rtimed']")).to_contain_text("driver gone")
+    page.goto(f"{server.url}/runs/rtimed")
+    expect(page.locator("#run-status")).to_have_text("driver gone")
+    expect(page.locator("#recover")).to_be_visible()
+    expect(page.locator("#abort")).to_be_visible()
+
+
+def test_timeline_draws_each_attempts_queued_part_before_its_running_part(
+    server: LiveServer, page: Any
+) -> None:
+    from server_runs import OLD, RETRIED, WAITED, WAITING, insert_timed_run
+
+    insert_timed_run(get_session().store, live=False)
+    expect = sync_api.expect
+    page.goto(f"{server.url}/runs/rtimed")
+    page.click("[data-tab=timeline]")
+    row = lambda aid: page.locator(f"#timeline .trow[data-id='{aid}']")  # noqa: E731
+    expect(row(WAITED).locator(".seg.queue")).to_have_count(1)
+    expect(row(WAITED).locator(".seg.run")).to_have_count(1)
+    expect(row(RETRIED).locator(".seg.queue")).to_have_count(2)
+    expect(row(RETRIED).locator(".seg.attempt")).to_have_count(2)
+    expect(row(OLD).locator(".seg.queue")).to_have_count(0)  # written before queue times
+    expect(row(WAITING).locator(".seg.queue")).to_have_count(1)
+    expect(row(WAITING).locator(".seg.run")).to_have_count(0)
+    # The queued part ends where the running part begins, and is drawn lighter.
+    queue = row(WAITED).locator(".seg.queue").bounding_box()
+    running = row(WAITED).locator(".seg.run").bounding_box()
+    assert queue["x"] < running["x"]
+    assert abs(queue["x"] + queue["width"] - running["x"]) < 2
+    colours = (
+        row(WAITED)
+        .locator(".seg")
+        .evaluate_all("segs => segs.map(s => getComputedStyle(s).backgroundColor)")
+    )
+    assert colours[0] != colours[1]
+    shot(page, "timeline-queued", full_page=False)
+
+
+def test_polling_a_live_run_is_answered_from_etags(server: LiveServer, page: Any) -> None:
+    from server_runs import insert_timed_run
+
+    insert_timed_run(get_session().store, live=True)
+    statuses: list[tuple[str, int]] = []
+    page.on(
+        "response",
+        lambda r: (
+            statuses.append((r.url.split("/api/v1")[-1].split("?")[0], r.status))
+            if "/api/v1/" in r.url
+            else None
+        ),
+    )
+    expect = sync_api.expect
+    page.goto(f"{server.url}/runs/rtimed")
+    expect(page.locator("#run-status")).to_have_text("running")
+    deadline = time.time() + 15
+    while time.time() < deadline and not {
+        ("/runs/rtimed", 304),
+        ("/runs/rtimed/tree", 304),
+    } <= set(statuses):
+        page.wait_for_timeout(250)
+    assert ("/runs/rtimed", 304) in statuses, statuses
+    assert ("/runs/rtimed/tree", 304) in statuses, statuses
+    # An unchanged answer renders as before.
+    expect(page.locator("#tree [data-kind=action]")).to_have_count(5)

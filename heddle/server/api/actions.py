@@ -13,7 +13,8 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from heddle._errors import BlobCorruptError, StorageError
 from heddle.server import state as s
 from heddle.server.api import models
-from heddle.server.api.runs import MAX_PAGE, find_action
+from heddle.server.api.params import MAX_PAGE, Offset
+from heddle.server.api.runs import find_action
 from heddle.server.state import ServerState, get_state
 from heddle.server.values import parameter_names
 
@@ -92,6 +93,9 @@ def get_logs(
     r = st.session.store.get_run(run_id)
     a = find_action(st, r.id, action_id)
     numbers = sorted(t.number for t, _ in st.queries.attempts_of(r.id, [a.id]).get(a.id, []))
+    if attempt is not None and attempt not in numbers:
+        known = ", ".join(map(str, numbers)) or "none"
+        raise HTTPException(404, f"action {a.id} has no attempt {attempt} (attempts: {known})")
     number = attempt or (numbers[-1] if numbers else None)
     data = None if number is None else st.session.blobs.get_text(log_path(r.id, a.id, number))
     if data is None:
@@ -124,7 +128,7 @@ def get_traces(
     st: State,
     run_id: str,
     action_id: str,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
 ) -> models.Traces:
     r = st.session.store.get_run(run_id)

@@ -32,21 +32,44 @@ class ErrorInfo(BaseModel):
     traceback: str = ""
 
 
+class Recovery(BaseModel):
+    """A `heddle recover` process this server started for the run."""
+
+    pid: int
+    started_at: float
+    running: bool
+    exit_code: int | None = None
+    finished_at: float | None = None
+    message: str = Field("", description="the last line the process printed to stderr")
+
+
 class RunSummary(BaseModel):
     id: str
     name: str | None
     root_task: str
     root_action_id: str
-    status: str
+    status: str = Field(
+        description="the stored status: queued, running, succeeded, failed, aborted"
+    )
+    display_status: str = Field(
+        description=(
+            "what to show: the status, or 'orphaned' for a live run whose driver is gone "
+            "(recover it), or 'recovering' while a recovery this server started takes it over"
+        )
+    )
+    driver_alive: bool | None = Field(
+        description="whether the process driving a live run still runs; null once finished"
+    )
     executor: str
     created_at: float
     started_at: float | None
     finished_at: float | None
-    duration: float | None
+    duration: float | None = Field(description="seconds from start to finish; null while live")
     abort_requested: bool
     actions: Counts
     failures: int
     error: ErrorInfo | None = None
+    recovery: Recovery | None = None
 
 
 class RunPage(BaseModel):
@@ -74,10 +97,15 @@ class ActionSummary(BaseModel):
     status: str
     attempts: int
     cached: bool
-    queued_at: float
-    started_at: float | None
+    queued_at: float = Field(description="when the action was created")
+    started_at: float | None = Field(description="when its first attempt's body started")
     finished_at: float | None
-    duration: float | None
+    queue_duration: float | None = Field(
+        description="seconds from queued_at to started_at; null until a body started"
+    )
+    duration: float | None = Field(
+        description="run time: seconds from started_at to finished_at; null until finished"
+    )
     error: ErrorInfo | None = None
     children: Counts | None = None
 
@@ -104,9 +132,17 @@ class Attempt(BaseModel):
     status: str
     worker: str | None
     task_version: str
-    started_at: float | None
+    queued_at: float | None = Field(
+        description="when the attempt began waiting for resources (null in older stores)"
+    )
+    started_at: float | None = Field(description="when its body started; null while queued")
     finished_at: float | None
-    duration: float | None
+    queue_duration: float | None = Field(
+        description="seconds from queued_at to started_at; null if either is unknown"
+    )
+    duration: float | None = Field(
+        description="run time: seconds from started_at to finished_at; null until finished"
+    )
     error: ErrorInfo | None = None
     resources: dict[str, Any] = Field(
         default_factory=dict, description="resource use the executor measured (wall, cpu, rss...)"
@@ -114,13 +150,15 @@ class Attempt(BaseModel):
 
 
 class TimelineItem(ActionSummary):
-    attempt_spans: list[Attempt] = Field(default_factory=list)
+    attempt_spans: list[Attempt] = Field(
+        default_factory=list, description="every attempt, each with its queued and running span"
+    )
 
 
 class Timeline(BaseModel):
     run_id: str
     start: float
-    end: float
+    end: float | None = Field(description="when the run finished; null while it is live")
     items: list[TimelineItem]
     total: int
     offset: int

@@ -1,7 +1,7 @@
 // The action page: inputs and output by type, attempts with errors, logs (tailed
 // while the action runs), traces with token counts, resource use and the report.
 import {
-  FINAL, actionBadges, api, app, clear, el, errorBox, fmtAbsolute, fmtBytes, fmtDuration,
+  FINAL, actionBadges, api, app, clear, el, elapsed, errorBox, fmtAbsolute, fmtBytes, fmtDuration,
   fmtTime, message, poll, renderValue, renderValues, shortId, showFatal, statusBadge,
 } from "./heddle.js";
 
@@ -35,7 +35,9 @@ function renderHead(a) {
   );
   document.getElementById("action-title").textContent = a.task_name;
   clear(document.getElementById("action-status"), statusBadge(a.status), actionBadges(a));
-  const queue = a.started_at ? a.started_at - a.queued_at : null;
+  const live = !FINAL.has(a.status);
+  // Queued until the body of its first attempt starts (see the API's timing fields).
+  const queue = a.started_at ? a.queue_duration : elapsed(a.queued_at, a.finished_at, null, live);
   clear(
     document.getElementById("action-facts"),
     fact("action", el("span", { class: "mono", text: a.id })),
@@ -44,7 +46,7 @@ function renderHead(a) {
     fact("attempts", String(a.attempts)),
     fact("queued", fmtTime(a.queued_at), fmtAbsolute(a.queued_at)),
     fact("queue time", fmtDuration(queue)),
-    fact("duration", fmtDuration(a.duration)),
+    fact("run time", fmtDuration(elapsed(a.started_at, a.finished_at, a.duration, live))),
     fact("version", el("span", { class: "mono", text: a.task_version || "–" })),
     a.cached || a.cache_key ? fact("cache", a.cached ? cacheSource(a) : el("span", { class: "mono", text: shortId(a.cache_key) })) : null,
     a.depends_on.length ? fact("depends on", a.depends_on.map((d) => `${d.kind} ${d.name}`).join(", ")) : null,
@@ -66,7 +68,7 @@ function renderAttempts(list) {
   return el(
     "table",
     { class: "grid attempts" },
-    el("thead", {}, el("tr", {}, ["#", "status", "started", "duration", "worker", "resources"].map((h) => el("th", { text: h })))),
+    el("thead", {}, el("tr", {}, ["#", "status", "started", "queue time", "run time", "worker", "resources"].map((h) => el("th", { text: h })))),
     el(
       "tbody",
       {},
@@ -76,12 +78,13 @@ function renderAttempts(list) {
           { class: `s-${t.status}` },
           el("td", { text: String(t.number) }),
           el("td", {}, statusBadge(t.status), t.error ? el("span", { class: `badge k-${t.error.kind}`, text: t.error.kind }) : null),
-          el("td", { title: fmtAbsolute(t.started_at), text: fmtTime(t.started_at) }),
-          el("td", { text: fmtDuration(t.duration) }),
+          el("td", { title: fmtAbsolute(t.started_at), text: t.started_at ? fmtTime(t.started_at) : "queued" }),
+          el("td", { title: t.queued_at ? `queued at ${fmtAbsolute(t.queued_at)}` : "not recorded", text: fmtDuration(t.started_at ? t.queue_duration : elapsed(t.queued_at, null, null, !FINAL.has(t.status))) }),
+          el("td", { text: fmtDuration(elapsed(t.started_at, t.finished_at, t.duration, !FINAL.has(t.status))) }),
           el("td", { class: "mono", text: t.worker || "–" }),
           el("td", {}, Object.keys(t.resources).length ? Object.entries(t.resources).map(([k, v]) => el("span", { class: "res" }, el("span", { class: "muted", text: `${k.replaceAll("_", " ")} ` }), resourceText(k, v))) : el("span", { class: "muted", text: "not measured" })),
         ),
-        t.error ? el("tr", { class: "attempt-error" }, el("td", { colspan: "6" }, errorBox(t.error, `Attempt ${t.number}`))) : null,
+        t.error ? el("tr", { class: "attempt-error" }, el("td", { colspan: "7" }, errorBox(t.error, `Attempt ${t.number}`))) : null,
       ]),
     ),
   );
@@ -158,7 +161,7 @@ function renderTraces(data) {
           el("span", { class: "name mono", text: t.task_name }),
           actionBadges(t),
           Object.entries(tokens).map(([k, v]) => el("span", { class: "badge tokens", text: `${k.replaceAll("_", " ")}: ${v}` })),
-          el("span", { class: "muted", text: ` ${fmtDuration(t.duration)}` }),
+          el("span", { class: "muted", text: ` ${fmtDuration(elapsed(t.started_at, t.finished_at, t.duration, false))}` }),
         ),
         el("div", { class: "cols" },
           el("div", {}, el("h4", { text: "inputs" }), renderValues(t.inputs, "no inputs")),

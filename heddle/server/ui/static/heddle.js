@@ -50,21 +50,48 @@ function showSignOut() {
 }
 showSignOut();
 
+// The token this page was served with; mutations send it back (see auth.py).
+const CSRF = document.querySelector('meta[name="heddle-csrf"]')?.content || "";
+// What conditional GETs hold: path -> {etag, text}. A poll sends the ETag back and a
+// 304 answers from here, so an unchanged run costs the server almost nothing.
+const held = new Map();
+const HELD_MAX = 100;
+
+function hold(path, etag, text) {
+  held.delete(path);
+  held.set(path, { etag, text });
+  if (held.size > HELD_MAX) held.delete(held.keys().next().value);
+}
+
 // Fetch JSON from the API; asks for the token once when the server wants one.
+// Each call returns a fresh object (callers may change it).
 export async function api(path, options = {}) {
+  const method = (options.method || "GET").toUpperCase();
   for (let tries = 0; ; tries++) {
     const headers = { Accept: "application/json", ...(options.headers || {}) };
     const t = token();
     if (t) headers.Authorization = `Bearer ${t}`;
-    const res = await fetch(`/api/v1${path}`, { ...options, headers });
+    if (method !== "GET") headers["X-Heddle-CSRF"] = CSRF;
+    const prior = method === "GET" ? held.get(path) : undefined;
+    if (prior) headers["If-None-Match"] = prior.etag;
+    const res = await fetch(`/api/v1${path}`, { ...options, headers, cache: "no-store" });
+    if (res.status === 304 && prior) return JSON.parse(prior.text);
     if (res.status === 401 && tries < 5) {
       await askForToken(Boolean(t));
       continue;
     }
-    const body = await res.json().catch(() => ({}));
+    const text = await res.text();
+    let body = {};
+    try {
+      body = JSON.parse(text);
+    } catch {
+      body = {};
+    }
     if (!res.ok) {
       throw new ApiError(res.status, body.detail ? String(body.detail) : `HTTP ${res.status}`);
     }
+    const etag = res.headers.get("ETag");
+    if (method === "GET" && etag) hold(path, etag, text);
     return body;
   }
 }
@@ -135,8 +162,24 @@ export function shortId(id) {
   return id ? id.slice(0, 12) : "";
 }
 
+// Display statuses beyond the stored ones (see RunSummary.display_status).
+const STATUS_LABELS = { orphaned: "driver gone", recovering: "recovering" };
+const STATUS_TITLES = {
+  orphaned: "the process driving this run is gone: recover it to finish the run",
+  recovering: "a recovery process is taking this run over",
+};
+
 export function statusBadge(status) {
-  return el("span", { class: `status s-${status}`, text: status });
+  return el("span", { class: `status s-${status}`, text: STATUS_LABELS[status] || status, title: STATUS_TITLES[status] });
+}
+
+// Seconds an item took, or has taken so far while it is live (the API leaves a live
+// item's duration null, so its answers stay valid until the store changes).
+export function elapsed(start, end, duration, live) {
+  if (duration !== null && duration !== undefined) return duration;
+  if (!start) return null;
+  if (end) return Math.max(0, end - start);
+  return live ? Math.max(0, Date.now() / 1000 - start) : null;
 }
 
 // The badges that set special actions apart: cache hits, retries and error kinds.

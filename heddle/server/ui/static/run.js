@@ -2,7 +2,7 @@
 // paged 100 at a time), the timeline, and the run's inputs and output. Live while
 // the run executes.
 import {
-  FINAL, actionBadges, api, app, clear, el, errorBox, fmtAbsolute, fmtDuration, fmtTime,
+  FINAL, actionBadges, api, app, clear, el, elapsed, errorBox, fmtAbsolute, fmtDuration, fmtTime,
   poll, renderValues, showFatal, statusBadge,
 } from "./heddle.js";
 
@@ -21,14 +21,14 @@ function renderHead() {
   document.title = `${run.name || run.root_task} · Heddle`;
   document.getElementById("run-id").textContent = run.id;
   document.getElementById("run-title").textContent = run.name || run.root_task;
-  clear(document.getElementById("run-status"), statusBadge(run.status), run.abort_requested && !FINAL.has(run.status) ? el("span", { class: "badge aborted", text: "abort requested" }) : null);
+  clear(document.getElementById("run-status"), statusBadge(run.display_status), run.abort_requested && !FINAL.has(run.status) ? el("span", { class: "badge aborted", text: "abort requested" }) : null);
   const c = run.actions;
   const by = c.by_status;
   clear(
     document.getElementById("run-facts"),
     fact("root task", el("span", { class: "mono", text: run.root_task })),
     fact("started", fmtTime(run.started_at || run.created_at), fmtAbsolute(run.started_at || run.created_at)),
-    fact("duration", fmtDuration(run.duration)),
+    fact("duration", fmtDuration(elapsed(run.started_at || run.created_at, run.finished_at, run.duration, run.driver_alive))),
     fact("actions", `${c.total - c.traces}`),
     fact("succeeded", String(by.succeeded || 0)),
     fact("running", String((by.running || 0) + (by.queued || 0))),
@@ -39,21 +39,41 @@ function renderHead() {
     fact("executor", run.executor),
   );
   clear(document.getElementById("run-error"), errorBox(run.error, "Run failed"));
-  document.getElementById("abort").hidden = FINAL.has(run.status);
-  document.getElementById("recover").hidden = !(run.status === "failed" || run.status === "aborted");
+  const recovering = run.display_status === "recovering";
+  document.getElementById("abort").hidden = FINAL.has(run.status) || recovering;
+  document.getElementById("recover").hidden = recovering || !(run.status === "failed" || run.status === "aborted" || run.display_status === "orphaned");
+  renderRecovery();
   clear(document.getElementById("run-inputs"), renderValues(run.inputs, "no inputs"));
   clear(document.getElementById("run-output"), run.output.kind === "none" ? el("span", { class: "muted", text: "no output yet" }) : renderValues([{ name: "o0", value: run.output }], ""));
   span = { start: run.started_at || run.created_at, end: Math.max(run.finished_at || Date.now() / 1000, (run.started_at || run.created_at) + 0.001) };
+}
+
+// What became of a recovery this server started: shown until the page is left.
+function renderRecovery() {
+  const r = run.recovery;
+  const notice = document.getElementById("run-notice");
+  if (!r || notice.dataset.verb === "abort") return;
+  notice.hidden = false;
+  notice.dataset.verb = "recover";
+  const failed = !r.running && r.exit_code !== 0 && FINAL.has(run.status);
+  notice.classList.toggle("error", failed);
+  if (r.running) notice.textContent = `recovering in process ${r.pid}…`;
+  else if (r.exit_code === 0) notice.textContent = `recovered by process ${r.pid}`;
+  else if (failed) notice.textContent = `recovery process ${r.pid} exited with code ${r.exit_code}${r.message ? `: ${r.message}` : ""}`;
+  else notice.textContent = `recovery process ${r.pid} exited with code ${r.exit_code}`;
 }
 
 async function control(verb) {
   const notice = document.getElementById("run-notice");
   if (!confirm(`${verb[0].toUpperCase()}${verb.slice(1)} run ${run.id}?`)) return;
   notice.hidden = false;
+  notice.dataset.verb = verb;
+  notice.classList.remove("error");
   notice.textContent = `${verb}…`;
   try {
     const res = await api(`/runs/${run.id}/${verb}`, { method: "POST" });
-    notice.textContent = `${res.message} (status: ${res.status})`;
+    notice.textContent = res.message;
+    if (verb === "recover") delete notice.dataset.verb;
   } catch (e) {
     notice.textContent = `${verb} failed: ${e.message}`;
     notice.classList.add("error");
@@ -117,7 +137,7 @@ function bar(a) {
   const end = a.finished_at || (FINAL.has(a.status) ? start : Date.now() / 1000);
   const left = Math.max(0, ((start - span.start) / total) * 100);
   const width = Math.max(0.3, ((end - start) / total) * 100);
-  return el("div", { class: "mini" }, el("div", { class: `bar s-${a.status}${a.cached ? " cached" : ""}`, style: { left: `${left}%`, width: `${Math.min(width, 100 - left)}%` }, title: `${fmtDuration(a.duration)}` }));
+  return el("div", { class: "mini" }, el("div", { class: `bar s-${a.status}${a.cached ? " cached" : ""}`, style: { left: `${left}%`, width: `${Math.min(width, 100 - left)}%` }, title: fmtDuration(end - start) }));
 }
 
 function countsText(c) {
@@ -147,7 +167,7 @@ function actionRow(a, depth) {
       a.error && a.status === "failed" ? el("span", { class: "err-inline", text: `${a.error.type}: ${a.error.message}`.slice(0, 140), title: a.error.message }) : null,
     ),
     el("div", { class: "cell-kids muted", text: kids ? countsText(a.children) : "" }),
-    el("div", { class: "cell-dur", text: fmtDuration(a.duration) }),
+    el("div", { class: "cell-dur", text: fmtDuration(elapsed(a.started_at, a.finished_at, a.duration, !FINAL.has(a.status) && run.driver_alive)) }),
     el("div", { class: "cell-bar" }, bar(a)),
   );
 }
@@ -247,33 +267,58 @@ async function loadTimeline() {
   renderTimeline();
 }
 
+// The segments of one action on the timeline: for each attempt the time it waited
+// for resources (queued, lighter) and then the time its body ran. Attempts written
+// before queue times were recorded (queued_at null) show only their running part.
+function segments(a, pct, now) {
+  const live = !FINAL.has(a.status);
+  const segs = [];
+  const width = (from, to) => `max(2px, calc(${pct(to)} - ${pct(from)}))`;
+  const queued = (from, to, label) =>
+    segs.push(el("div", { class: "seg queue", style: { left: pct(from), width: `calc(${pct(to)} - ${pct(from)})` }, title: `${label}queued ${fmtDuration(to - from)}` }));
+  const spans = a.attempt_spans;
+  if (!spans.length) {
+    // No attempt yet (still waiting, a cache hit, a recorded step): queued since created.
+    if (live && !a.started_at) queued(a.queued_at, now, "");
+    else {
+      const start = a.started_at || a.queued_at;
+      const end = a.finished_at || (live ? now : start);
+      segs.push(el("div", { class: `seg run s-${a.status}${a.cached ? " cached" : ""}`, style: { left: pct(start), width: width(start, end) }, title: `${a.status} ${fmtDuration(end - start)}` }));
+    }
+    return segs;
+  }
+  const many = spans.length > 1;
+  for (const s of spans) {
+    const label = many ? `attempt ${s.number}: ` : "";
+    const attemptLive = !FINAL.has(s.status);
+    if (s.queued_at) {
+      const until = s.started_at || s.finished_at || (attemptLive ? now : s.queued_at);
+      if (until > s.queued_at) queued(s.queued_at, until, label);
+    }
+    if (!s.started_at) continue;
+    const end = s.finished_at || (attemptLive ? now : s.started_at);
+    const cls = many ? `seg attempt s-${s.status}` : `seg run s-${a.status}${a.cached ? " cached" : ""}`;
+    const error = s.error ? ` — ${s.error.type}: ${s.error.message}` : "";
+    segs.push(el("div", { class: cls, style: { left: pct(s.started_at), width: width(s.started_at, end) }, title: `${label}${s.status} ${fmtDuration(end - s.started_at)}${error}` }));
+  }
+  return segs;
+}
+
 function renderTimeline() {
   const t = timeline;
-  const total = Math.max(t.end - t.start, 0.001);
+  const now = Date.now() / 1000;
+  const end = t.end === null ? now : t.end;
+  const total = Math.max(end - t.start, 0.001);
   const pct = (x) => `${Math.max(0, Math.min(100, ((x - t.start) / total) * 100))}%`;
   const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => el("span", { class: "tick", style: { left: `${f * 100}%` }, text: fmtDuration(f * total) }));
   const rows = t.items.map((a) => {
-    const now = Date.now() / 1000;
-    const start = a.started_at || a.queued_at;
-    const end = a.finished_at || (FINAL.has(a.status) ? start : now);
-    const segs = [];
-    // Queue time runs to the first attempt; later gaps are retry back-off, shown by the attempts.
-    const firstStart = a.attempt_spans.length ? a.attempt_spans[0].started_at : a.started_at;
-    if (firstStart && firstStart > a.queued_at + 0.0005) segs.push(el("div", { class: "seg queue", style: { left: pct(a.queued_at), width: `calc(${pct(firstStart)} - ${pct(a.queued_at)})` }, title: `queued ${fmtDuration(firstStart - a.queued_at)}` }));
-    if (a.attempt_spans.length > 1) {
-      for (const s of a.attempt_spans) {
-        const e = s.finished_at || now;
-        segs.push(el("div", { class: `seg attempt s-${s.status}`, style: { left: pct(s.started_at), width: `max(2px, calc(${pct(e)} - ${pct(s.started_at)}))` }, title: `attempt ${s.number}: ${s.status} ${fmtDuration(s.duration)}${s.error ? ` — ${s.error.type}: ${s.error.message}` : ""}` }));
-      }
-    } else {
-      segs.push(el("div", { class: `seg run s-${a.status}${a.cached ? " cached" : ""}`, style: { left: pct(start), width: `max(2px, calc(${pct(end)} - ${pct(start)}))` }, title: `${a.status} ${fmtDuration(a.duration)}` }));
-    }
+    const live = !FINAL.has(a.status) && run.driver_alive;
     return el(
       "div",
       { class: `trow s-${a.status}`, dataset: { id: a.id } },
       el("div", { class: "tlabel" }, el("span", { class: `dot s-${a.status}` }), el("a", { href: `/runs/${RUN}/actions/${a.id}`, text: a.task_name }), actionBadges(a)),
-      el("div", { class: "ttrack" }, segs),
-      el("div", { class: "tdur", text: fmtDuration(a.duration) }),
+      el("div", { class: "ttrack" }, segments(a, pct, now)),
+      el("div", { class: "tdur", title: a.queue_duration ? `queued ${fmtDuration(a.queue_duration)}` : null, text: fmtDuration(elapsed(a.started_at, a.finished_at, a.duration, live)) }),
     );
   });
   const left = t.total - t.items.length;
@@ -304,6 +349,9 @@ async function refresh() {
   if (tab === "timeline") await loadTimeline();
 }
 
+// Whether the page should keep polling: the run is live, or being recovered.
+const settled = () => FINAL.has(run.status) && !(run.recovery && run.recovery.running);
+
 let stopPolling = null;
 function startPolling() {
   if (stopPolling) stopPolling();
@@ -311,7 +359,7 @@ function startPolling() {
   stopPolling = poll(refresh, 1500, () => {
     // One last refresh after the run ends, then stop.
     const keep = !lastFinal;
-    lastFinal = FINAL.has(run.status);
+    lastFinal = settled();
     return keep;
   });
 }
@@ -320,5 +368,5 @@ function startPolling() {
   run = await api(`/runs/${RUN}`);
   renderHead();
   await initTree();
-  if (!FINAL.has(run.status)) startPolling();
+  if (!settled()) startPolling();
 })().catch(showFatal);

@@ -1,5 +1,5 @@
 // The runs list: filters, pages of 50, refreshed every 2 s.
-import { api, clear, el, fmtAbsolute, fmtDuration, fmtTime, poll, shortId, showFatal, statusBadge } from "./heddle.js";
+import { FINAL, api, clear, el, elapsed, fmtAbsolute, fmtDuration, fmtTime, poll, shortId, showFatal, statusBadge } from "./heddle.js";
 
 const PAGE = 50;
 const form = document.getElementById("filters");
@@ -29,15 +29,15 @@ function row(r) {
   const running = (by.running || 0) + (by.queued || 0);
   return el(
     "tr",
-    { class: `run-row s-${r.status}`, dataset: { run: r.id }, onclick: (e) => {
+    { class: `run-row s-${r.display_status}`, dataset: { run: r.id }, onclick: (e) => {
       if (!(e.target instanceof HTMLAnchorElement)) location.href = href;
     } },
-    el("td", {}, statusBadge(r.status)),
+    el("td", {}, statusBadge(r.display_status)),
     el("td", {}, el("a", { href, text: r.name || "—", class: r.name ? "" : "muted" })),
     el("td", {}, el("a", { href, class: "mono", text: shortId(r.id) })),
     el("td", { class: "mono", text: r.root_task }),
     el("td", { title: fmtAbsolute(r.started_at), text: fmtTime(r.started_at || r.created_at) }),
-    el("td", { class: "num", text: fmtDuration(r.duration) }),
+    el("td", { class: "num", text: fmtDuration(elapsed(r.started_at || r.created_at, r.finished_at, r.duration, r.driver_alive && !FINAL.has(r.status))) }),
     el("td", { class: "num" }, String(r.actions.total), running ? el("span", { class: "muted", text: ` (${running} running)` }) : null),
     el("td", { class: `num ${r.failures ? "failures" : "muted"}`, text: String(r.failures) }),
   );
