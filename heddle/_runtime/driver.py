@@ -20,6 +20,7 @@ from typing import Any
 
 from heddle._errors import RunAbortedError
 from heddle._executors.capture import tee_installed
+from heddle._faults import crashpoint
 from heddle._runtime import failures
 from heddle._runtime.controller import Controller, Executor
 from heddle._runtime.literals import LiteralStore
@@ -166,7 +167,9 @@ class Driver:
         elif outcome.error is not None:
             kind = failures.ABORTED if outcome.status == ABORTED else None
             values["error"] = failures.failure_of(outcome.error, kind).to_json()
+        crashpoint("run.before_finish")
         self.store.update_run(self.run_id, **values)
+        crashpoint("run.after_finish")
         controller.journal.close()
         # Fold the run's write-ahead log into the database without making the
         # caller wait for it; an interrupted checkpoint is harmless.

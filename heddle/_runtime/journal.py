@@ -13,6 +13,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
+from heddle._faults import crashpoint
 from heddle._store import Store, WriteBatch
 
 # Commits durable() may write at once, without yielding, before the loop gets a turn.
@@ -217,10 +218,13 @@ class Journal:
         """Write whatever is pending, synchronously, on the loop's thread."""
         batch, waiters, new_actions, new_attempts = self._take_batch()
         try:
+            if batch:
+                crashpoint("journal.before_commit")
             self._writer.write(batch)
         except BaseException as exc:
             self._fail(waiters, exc)
             raise
+        crashpoint("journal.after_commit")
         self._committed(waiters, new_actions, new_attempts)
 
     def close(self) -> None:

@@ -31,6 +31,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 
 from heddle._errors import ConfigError, HeddleError, RunNotFoundError, StoreError
+from heddle._faults import crashpoint
 from heddle._store.records import (
     ActionRecord,
     AttemptRecord,
@@ -522,6 +523,7 @@ class _Statements:
             ):
                 if rows:
                     cur.executemany(stmt.sql, stmt.params(rows))
+            crashpoint("journal.mid_commit")
             raw.commit()
         except BaseException:
             raw.rollback()
