@@ -216,6 +216,10 @@ class Journal:
 
     def flush_now(self) -> None:
         """Write whatever is pending, synchronously, on the loop's thread."""
+        if self.failed is not None:
+            # A failed commit may have landed (its answer lost): writing on would insert
+            # its rows again, and the error a caller hears must stay the first one.
+            raise self.failed
         batch, waiters, new_actions, new_attempts = self._take_batch()
         try:
             if batch:
