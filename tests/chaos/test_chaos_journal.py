@@ -73,5 +73,3 @@ def test_a_journal_whose_commit_failed_writes_nothing_more_and_keeps_the_first_e
     assert "answer was lost" in str(errors[0])
     assert {a.id: a.status for a in store.actions_of_run("r1")} == {"a1": "queued"}
     store.close()
-
-
