@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -159,6 +160,8 @@ def replay(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
+    # SIGTERM ends the campaign like Ctrl-C: the private PostgreSQL server is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="play a campaign and report it")

@@ -189,6 +189,7 @@ def play(
             assert d is not None
             s.poll(_due(d, d.started + step.after * ref_seconds), 300)
             if not d.alive():
+                s.wait_exit()  # how it ended: a crash point, or an error of its own
                 result.missed_steps += 1
                 if not _ended_well(s, result):
                     take_over()
