@@ -24,7 +24,7 @@ DRIVER_CASES = [
     ("sqlite", "journal.before_commit", 6, "process", "cli"),
     ("sqlite", "journal.mid_commit", 17, "process", "python"),
     ("sqlite", "journal.after_commit", 29, "process", "cli"),
-    ("sqlite", "journal.before_commit", 41, "inline", "python"),
+    ("sqlite", "journal.before_commit", 33, "inline", "python"),
     ("sqlite", "journal.mid_commit", 9, "inline", "cli"),
     ("sqlite", "journal.after_commit", 23, "inline", "python"),
     ("sqlite", "inline.after_body", 12, "inline", "cli"),
@@ -32,7 +32,7 @@ DRIVER_CASES = [
     ("postgres", "journal.before_commit", 11, "process", "python"),
     ("postgres", "journal.mid_commit", 24, "process", "cli"),
     ("postgres", "journal.after_commit", 5, "process", "python"),
-    ("postgres", "inline.after_body", 20, "inline", "python"),
+    ("postgres", "inline.after_body", 14, "inline", "python"),
     ("postgres", "run.before_finish", 1, "process", "cli"),
 ]
 

@@ -79,14 +79,14 @@ def test_failing_heartbeats_and_run_reads_do_not_stop_a_run(
     tmp_path: Path,
 ) -> None:
     log = tmp_path / "faults.txt"
-    # The driver reads its run record and checkpoints every 2 s: a run of ~5 s.
-    s = scenarios(make_target("process"), "mixed", 16)
+    # The driver reads its run record and checkpoints every 2 s: a run of 3 s or more.
+    s = scenarios(make_target("process"), "deep", 15)
     s.start(store_faults=f"seed=4,get_run=1.0,checkpoint=1.0,log={log}")
 
     assert s.wait_exit() == 0, s.describe()
     assert _faults(log)
     assert s.recoveries == []
-    _check(s, references, "mixed", 16, "process")
+    _check(s, references, "deep", 15, "process")
 
 
 @pytest.mark.parametrize("store_kind", ["sqlite"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,13 @@ def _parent_kill(kill: dict[str, Any]) -> bool:
 
 
 def _error_kind(died: str) -> str:
-    """'driver/program exited 1: heddle.StoreError: store ...: the database ...' -> the error
-    type and the start of its message."""
+    """'driver/program exited 1: heddle._errors.StoreError: store URL: cannot ...: detail'
+    -> the error and what failed, without the store's URL, ports or ids that differ."""
     _, _, error = died.partition(": ")
-    return error[:90]
+    error = re.sub(r"store \S+: ", "store: ", error)
+    error = re.sub(r"port \d+", "port N", error)
+    error = re.sub(r"(sha256:)?[0-9a-f]{16,}", "…", error)
+    return error[:140]
 
 
 def figures(results: Iterable[dict[str, Any]]) -> dict[str, Any]:
