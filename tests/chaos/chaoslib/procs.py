@@ -81,7 +81,7 @@ def sigkill(pid: int) -> bool:
 def _alive(pid: int, created: float) -> bool:
     try:
         p = psutil.Process(pid)
-        return p.create_time() == created and p.status() != psutil.STATUS_ZOMBIE
+        return bool(p.create_time() == created and p.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
 
