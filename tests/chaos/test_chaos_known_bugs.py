@@ -116,6 +116,29 @@ def test_after_recovery_no_action_of_the_dead_driver_is_left_running(
     assert verdict.violations() == [], s.describe()
 
 
+# -- trace-identity's (names that depend on how a program was loaded) -------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="traces of a script run on worker processes are named '<dynamic-code>.probe' "
+    "(cloudpickle ships __main__ functions by value and blanks co_filename); `heddle recover` "
+    "names them 'workload.probe': recorded traces run again and the old ones stay 'running' "
+    "- fixed by trace-identity (issue 10.2)",
+)
+def test_recovery_replays_the_traces_a_script_recorded_on_worker_processes(
+    scenarios: Callable[..., Scenario], references: References, tmp_path: Path
+) -> None:
+    s = scenarios(Target("sqlite", tmp_path / "home"), "mixed", 14)
+    s.start()
+    assert s.poll(lambda: s.count("probe") >= 3, 60), s.describe()
+    assert s.kill_driving() is not None
+    assert s.count("traced") == 0, "killed too late: the traced task was done"
+    s.recover("cli")
+    s.finish(max_recoveries=0)
+    _judge(s, references, "mixed", 14, "process")
+
+
 # -- store-resilience's (PostgreSQL restarts, fencing) -----------------------------------
 
 

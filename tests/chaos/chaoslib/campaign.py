@@ -195,12 +195,12 @@ def play(
                     take_over()
                 continue
             if step.action == KILL_DRIVING:
-                if s.kill_driving() is None:
+                killed = s.kill_driving()
+                if killed is None:
                     result.missed_steps += 1
-                    if not _ended_well(s, result):
-                        take_over()
-                    continue
-                take_over()
+                # Killed after the run's final write, the run has nothing left to recover.
+                if s.snapshot().status != "succeeded":
+                    take_over()
             elif step.action in (KILL_LEAF_WORKER, KILL_ANY_WORKER):
                 if not _kill_a_worker(s, step.action == KILL_LEAF_WORKER, rng):
                     result.missed_steps += 1

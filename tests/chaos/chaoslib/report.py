@@ -110,8 +110,11 @@ def render(results: list[dict[str, Any]]) -> str:
     if bad:
         lines.append(f"runs with violations: {len(bad)} (replay one: bench/chaos.py replay SEED)")
         for r in bad[:40]:
-            parent = any(_parent_kill(k) for k in r["kills"])
-            tag = "  [a parent's worker was killed: issue 11.1]" if parent else ""
+            tag = ""
+            if any(_parent_kill(k) for k in r["kills"]):
+                tag = "  [a parent's worker was killed: issue 11.1]"
+            elif r["reruns"] and all(x.startswith("probe:") for x in r["reruns"]):
+                tag = "  [traces renamed on recovery: issue 10.2]"
             lines.append(
                 f"  seed {r['seed']} {r['store']} {r['executor']} {r['shape']} {r['n']} "
                 f"crashpoint={r['crashpoint']} pg_restarts={r['pg_restarts']} "

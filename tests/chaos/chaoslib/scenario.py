@@ -261,7 +261,8 @@ class Scenario:
         if rc == -9 and self.kills and self.kills[-1].pid == d.pid:
             self.observe()
         elif rc != 0:
-            self.died.append(f"{d.role}/{d.how} exited {rc}: {_last_error(d.errors())}")
+            said = d.line("RECOVERY-ERROR ") or _last_error(d.errors())
+            self.died.append(f"{d.role}/{d.how} exited {rc}: {said}")
             self.observe()
 
     def kill_driving(self) -> Kill | None:
