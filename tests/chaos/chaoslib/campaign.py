@@ -226,6 +226,7 @@ def play(
         log(s.describe())
         s.stop_all()
     finally:
+        s.note_what_killed_workers_ran()
         result.kills = [asdict(k) for k in s.kills]
         result.recoveries = list(s.recoveries)
         result.died = list(s.died)

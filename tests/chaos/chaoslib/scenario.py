@@ -300,6 +300,14 @@ class Scenario:
         self.observe()
         return kill
 
+    def note_what_killed_workers_ran(self) -> None:
+        """Name what each killed worker was running from the whole ledger: at the kill, a
+        body that had just started may not have written its line yet."""
+        running = ledger.running_in(ledger.read(self.ledger))
+        for k in self.kills:
+            if k.role == WORKER and running.get(k.pid):
+                k.running = ",".join(running[k.pid])
+
     def stop_all(self) -> None:
         """Kill whatever is still running (a test that failed half-way)."""
         for d in self.history:
