@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from heddle._errors import TimeoutError as HeddleTimeout
+from heddle._faults import crashpoint
 from heddle._runtime.calls import PreparedCall
 from heddle._runtime.context import ActionContext, current_action, current_group
 from heddle._runtime.controller import Attempt
@@ -65,6 +66,7 @@ class InlineExecutor:
                 current_group.reset(gtoken)
                 current_action.reset(token)
                 self._keep_log(ctx, call, attempt)
+            crashpoint("inline.after_body")
             return spec.encode_output(result)
         if spec.is_async:
             body = self._run_async(spec, inputs, ctx)
@@ -81,6 +83,7 @@ class InlineExecutor:
                     raise HeddleTimeout(spec.name, timeout) from None
         finally:
             self._keep_log(ctx, call, attempt)
+        crashpoint("inline.after_body")
         return spec.encode_output(result)
 
     def _keep_log(self, ctx: ActionContext, call: PreparedCall, attempt: Attempt) -> None:

@@ -25,6 +25,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from heddle._errors import OOMError
+from heddle._faults import WORKER, crashpoint, set_role
 from heddle._runtime import failures
 from heddle._runtime.context import ActionContext, current_action, current_group
 from heddle._runtime.remote import (
@@ -299,6 +300,7 @@ class Worker:
                 self.env.after()
                 self.logs.end()
             ok = True
+            crashpoint("worker.after_body")
         except BaseException as exc:
             payload = failure_payload(exc, job.task_name, job.memory_limit)
         finally:
@@ -367,6 +369,7 @@ def _address_space() -> int:
 
 def main(conn: Connection) -> None:
     """Entry point of a worker process."""
+    set_role(WORKER)
     worker = Worker(conn)
     reader = threading.Thread(target=worker.read_forever, daemon=True, name="heddle-reader")
     reader.start()

@@ -20,6 +20,7 @@ from typing import Any
 
 from heddle._errors import HeddleError, RunAbortedError, RunTakenOverError
 from heddle._executors.capture import tee_installed
+from heddle._faults import crashpoint
 from heddle._runtime import failures, lease
 from heddle._runtime.controller import Controller, Executor
 from heddle._runtime.literals import LiteralStore
@@ -193,7 +194,9 @@ class Driver:
         # Nothing runs for this run any more: actions an earlier driver left queued or
         # running, and that this one never called again, are closed as aborted.
         self.store.close_unfinished(self.run_id, _abandoned(), self.generation)
+        crashpoint("run.before_finish")
         self.store.update_run(self.run_id, generation=self.generation, **values)
+        crashpoint("run.after_finish")
         controller.journal.close()
         # Fold the run's write-ahead log into the database without making the
         # caller wait for it; an interrupted checkpoint is harmless.

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from heddle._faults import crashpoint
 from heddle._store import Store, WriteBatch
 from heddle._store.retry import Outage, Unavailable
 
@@ -337,10 +338,13 @@ class Journal:
         self._outage = None
         batch, waiters, new_actions, new_attempts = self._take_batch()
         try:
+            if batch:
+                crashpoint("journal.before_commit")
             self._writer.write(batch, retrying=self._uncertain)
         except BaseException as exc:
             self._fail(waiters, exc)
             raise
+        crashpoint("journal.after_commit")
         self._committed(waiters, new_actions, new_attempts)
 
     def close(self) -> None:

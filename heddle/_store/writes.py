@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, select, update
 
 from heddle._errors import RunTakenOverError
+from heddle._faults import crashpoint
 from heddle._store.records import WriteBatch
 from heddle._store.retry import Unavailable, is_transient
 from heddle._store.schema import actions, attempts, cache_entries, runs
@@ -175,6 +176,7 @@ class Statements:
                     cur.executemany(stmt.sql, stmt.params(rows))
             if fence is not None and not self.check_first:
                 self._check(cur, fence)
+            crashpoint("journal.mid_commit")
             raw.commit()
         except BaseException:
             # On a lost connection the rollback fails too; the first error is the one to see.
