@@ -246,6 +246,8 @@ class Journal:
         """
         batch, waiters, new_actions, new_attempts = self._take_batch()
         try:
+            if batch:
+                crashpoint("journal.before_commit")
             self._writer.try_write(batch, retrying=self._uncertain)
         except Unavailable as exc:
             self._put_back(batch, waiters)
@@ -254,6 +256,8 @@ class Journal:
         except BaseException as exc:
             self._fail(waiters, exc)
             raise
+        if batch:
+            crashpoint("journal.after_commit")
         self._committed(waiters, new_actions, new_attempts)
         return True
 

@@ -71,15 +71,19 @@ class FaultyWriter:
         self._writer = writer
         self._faults = faults
 
-    def write(self, batch: WriteBatch) -> None:
+    def try_write(self, batch: WriteBatch, *, retrying: bool = False) -> None:
         if batch and self._faults.hit(COMMIT):
             raise self._faults.error("record actions")
-        self._writer.write(batch)
+        self._writer.try_write(batch, retrying=retrying)
         if batch and self._faults.hit(LOST_ACK):
             raise self._faults.error("record actions (the commit landed, its answer was lost)")
 
-    def close(self) -> None:
-        self._writer.close()
+    def write(self, batch: WriteBatch, *, retrying: bool = False) -> None:
+        self.try_write(batch, retrying=retrying)
+
+    def __getattr__(self, name: str) -> Any:
+        # fence, fence_with, close: the real writer's.
+        return getattr(self._writer, name)
 
 
 class FaultyStore:

@@ -1,7 +1,6 @@
-"""Faults the chaos campaign found that other engineers are fixing now (issue 11). Each is
-a strict xfail: CI stays green until the fix merges, and then the XPASS fails, so the
-mark is removed with the fix. The reason names what fails and who fixes it.
-"""
+"""Faults the chaos campaign found on main before issue 11's fixes landed, kept as
+regression tests: killed parents' workers, orphans, a dead driver's leftovers, script
+traces on workers, PostgreSQL restarts, forced recoveries and damaged blobs."""
 
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ from chaoslib import ledger
 from chaoslib.campaign import References
 from chaoslib.expected import output_of
 from chaoslib.pgcluster import PrivateCluster
-from chaoslib.scenario import Scenario
+from chaoslib.scenario import DRIVER, Kill, Scenario
 from chaoslib.store_view import Target
 
 
@@ -33,12 +32,6 @@ def _kill_worker_running(s: Scenario, key: str) -> None:
 # -- the lead's (worker liveness, children of a dead parent, orphans) ---------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="killing the worker that runs a parent re-runs its succeeded children: all 20 "
-    "leaves run again and the old mid keeps running beside the new one — fixed by the lead "
-    "(issue 11.1)",
-)
 def test_killing_the_worker_of_a_parent_does_not_rerun_its_succeeded_children(
     scenarios: Callable[..., Scenario], references: References, tmp_path: Path
 ) -> None:
@@ -50,12 +43,6 @@ def test_killing_the_worker_of_a_parent_does_not_rerun_its_succeeded_children(
     _judge(s, references, "deep", 20, "process")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="killing the worker of `mid` runs the leaf it was waiting on a second time (the "
-    "retried mid calls it again while it still runs, or after it succeeded unseen) — fixed "
-    "by the lead (issue 11.1)",
-)
 def test_killing_the_worker_of_a_middle_task_never_runs_a_leaf_twice(
     scenarios: Callable[..., Scenario], references: References, tmp_path: Path
 ) -> None:
@@ -81,12 +68,6 @@ def test_killing_the_worker_of_a_middle_task_never_runs_a_leaf_twice(
 CANCEL_KEYS = {"cancel:3.0", "impatient:3.0", *(f"step:{i}.{sum(range(i))}" for i in range(8))}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a child cancelled by its parent (asyncio.wait_for in a worker) keeps running on "
-    "the process executor and stays 'running' in the succeeded run — fixed by the lead "
-    "(issue 11.2)",
-)
 def test_a_child_its_parent_gave_up_on_is_stopped_and_not_left_running(
     scenarios: Callable[..., Scenario], tmp_path: Path
 ) -> None:
@@ -97,12 +78,6 @@ def test_a_child_its_parent_gave_up_on_is_stopped_and_not_left_running(
     assert verdict.violations() == [], s.describe()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="after `heddle recover`, an action of the dead driver that the new driver never "
-    "calls again (the child a replayed parent gave up on) stays 'running' in the succeeded "
-    "run — fixed by the lead (issue 11.2)",
-)
 def test_after_recovery_no_action_of_the_dead_driver_is_left_running(
     scenarios: Callable[..., Scenario], tmp_path: Path
 ) -> None:
@@ -119,13 +94,6 @@ def test_after_recovery_no_action_of_the_dead_driver_is_left_running(
 # -- trace-identity's (names that depend on how a program was loaded) -------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="traces of a script run on worker processes are named '<dynamic-code>.probe' "
-    "(cloudpickle ships __main__ functions by value and blanks co_filename); `heddle recover` "
-    "names them 'workload.probe': recorded traces run again and the old ones stay 'running' "
-    "- fixed by trace-identity (issue 10.2)",
-)
 def test_recovery_replays_the_traces_a_script_recorded_on_worker_processes(
     scenarios: Callable[..., Scenario], references: References, tmp_path: Path
 ) -> None:
@@ -152,11 +120,6 @@ def private_pg() -> Iterator[PrivateCluster]:
     cluster.destroy()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a 2-3 s PostgreSQL restart kills the driver (StoreError: the server closed the "
-    "connection); the run needs `heddle recover` — fixed by store-resilience (issue 11.4)",
-)
 def test_a_run_rides_out_a_postgres_restart_without_recovery(
     private_pg: PrivateCluster,
     scenarios: Callable[..., Scenario],
@@ -173,12 +136,6 @@ def test_a_run_rides_out_a_postgres_restart_without_recovery(
     _judge(s, references, "mixed", 14, "process")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`heddle recover --force` while the driver still runs: both drive the run, bodies "
-    "run twice and a duplicate-key StoreError ends one of them — the old driver is fenced by "
-    "store-resilience (issue 11.4)",
-)
 @pytest.mark.parametrize("store_kind", ["sqlite"])
 def test_a_forced_recovery_fences_the_driver_that_still_runs(
     make_target: Callable[[str], Target],
@@ -189,14 +146,20 @@ def test_a_forced_recovery_fences_the_driver_that_still_runs(
     s = scenarios(make_target("process"), "deep_slow", 10)
     first = s.start()
     assert s.poll(lambda: s.count("slow_leaf") >= 1, 60), s.describe()
+    # What had succeeded when the run was taken over must never run again; bodies in
+    # flight in the old driver may (at least once), as after a kill.
+    s.observe()
     second = s.recover("python", force=True)
+    s.kills.append(Kill(DRIVER, "fenced by recover --force", first.pid, s.elapsed()))
     s.driving = first
     s.wait_exit()
     s.driving = second
     s.wait_exit()
     assert second.popen.returncode == 0, s.describe()
     assert not any("UNIQUE" in d or "duplicate key" in d for d in s.died), s.died
-    s.died.clear()  # the fenced driver stopping is expected
+    # The fenced driver stops, saying why; nothing else died.
+    assert all("RunTakenOverError" in d for d in s.died), s.died
+    s.died.clear()
     _judge(s, references, "deep_slow", 10, "process")
 
 
@@ -221,11 +184,6 @@ def _damage_a_chunk_blob(s: Scenario, storage: Path, how: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["corrupt", "missing"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="a corrupt or missing blob that recovery needs fails the run for good instead of "
-    "re-running the action that produced it — fixed by blobs-input (issue 11.6)",
-)
 def test_recovery_heals_a_damaged_blob_by_rerunning_its_producer(
     scenarios: Callable[..., Scenario], references: References, tmp_path: Path, how: str
 ) -> None:
